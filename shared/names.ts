@@ -1,0 +1,54 @@
+import { createHash } from "node:crypto";
+import type { Priority } from "./priority.ts";
+
+/**
+ * Every stream, subject, consumer and bucket name Sluice uses, derived from one deployment prefix so
+ * several deployments can share a NATS account. Nothing else in the code spells a subject by hand.
+ *
+ * A task type may contain dots (`doc.chunk`); in subjects it stays as is (so `sluice.tasks.urgent.>`
+ * still works in tools), in consumer names dots are not allowed, so the type is encoded and a short hash
+ * keeps `a.b` and `a_b` apart.
+ */
+export type Names = ReturnType<typeof names>;
+
+/** Build the name table for a deployment prefix (default `sluice`). */
+export function names(prefix: string) {
+  const up = prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+  const bucketPrefix = prefix.replace(/[^a-zA-Z0-9_-]/g, "_");
+  return Object.freeze({
+    prefix,
+    /** Work-queue stream of accepted tasks, one subject per (priority, type). */
+    tasksStream: `${up}_TASKS`,
+    tasksSubjectAll: `${prefix}.tasks.>`,
+    tasksSubject: (priority: Priority, type: string) => `${prefix}.tasks.${priority}.${type}`,
+    /** Durable pull consumer the dispatcher reads for one (priority, type). */
+    tasksConsumer: (priority: Priority, type: string) => `d_${priority}_${typeToken(type)}`,
+    /** Work-queue stream of dispatched tasks, one subject per type. */
+    workStream: `${up}_WORK`,
+    workSubjectAll: `${prefix}.work.>`,
+    workSubject: (type: string) => `${prefix}.work.${type}`,
+    /** Durable pull consumer shared by every worker serving a type. */
+    workConsumer: (type: string) => `w_${typeToken(type)}`,
+    /** KV bucket: task id → task state record. */
+    stateBucket: `${bucketPrefix}-state`,
+    /** KV bucket: worker id → registration and heartbeat (entries expire). */
+    workersBucket: `${bucketPrefix}-workers`,
+    /** KV bucket: leases for leader-elected singletons inside the dispatcher. */
+    leasesBucket: `${bucketPrefix}-leases`,
+    /** Core NATS request/reply subject of the enqueue service. */
+    enqueueSubject: `${prefix}.enqueue`,
+    /** Core NATS: a worker tells the dispatcher that slots of a type freed up. */
+    slotsSubject: (type: string) => `${prefix}.slots.${type}`,
+    slotsSubjectAll: `${prefix}.slots.>`,
+    /** Core NATS: task state changes (best effort, for live views; KV is the truth). */
+    eventsSubject: (type: string, status: string) => `${prefix}.events.${status}.${type}`,
+    eventsSubjectAll: `${prefix}.events.>`,
+  });
+}
+
+/** A type as it may appear in a consumer name: `[A-Za-z0-9_-]` plus a short hash of the original. */
+export function typeToken(type: string): string {
+  const readable = type.replace(/[^a-z0-9_-]/g, "_");
+  const h = createHash("sha1").update(type).digest("hex").slice(0, 6);
+  return `${readable}_${h}`;
+}

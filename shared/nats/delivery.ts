@@ -1,0 +1,63 @@
+import type { Msg, MsgHdrs, NatsConnection } from "@nats-io/transport-node";
+
+/**
+ * A message delivered by a JetStream pull consumer, with the acknowledgements we use. We parse the
+ * ack subject ourselves (both the v1 and the v2 domain/account-hash forms) instead of wrapping every
+ * message in the client's JsMsg: it is the one per-message object on our hottest paths.
+ */
+export type Delivery = {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+  /** Stream sequence: unique per stored message, the same on redelivery. */
+  readonly streamSeq: number;
+  /** How many times the server has delivered this message (1 on first delivery). */
+  readonly deliveryCount: number;
+  /** Messages left for the consumer after this one, as the server saw it. */
+  readonly pending: number;
+  /** Server timestamp of the stored message, epoch ms. */
+  readonly storedAtMs: number;
+  ack(): void;
+  /** Ask for redelivery, after `delayMs` if given. */
+  nak(delayMs?: number): void;
+  /** Reset the ack timer: the message is still being worked on. */
+  working(): void;
+  /** Never redeliver this message. */
+  term(): void;
+};
+
+const ACK = new TextEncoder().encode("+ACK");
+const WPI = new TextEncoder().encode("+WPI");
+const TERM = new TextEncoder().encode("+TERM");
+const NAK = new TextEncoder().encode("-NAK");
+
+/** Wrap a raw message that carries a `$JS.ACK…` reply subject; undefined if it carries none. */
+export function toDelivery(nc: NatsConnection, m: Msg): Delivery | undefined {
+  const reply = m.reply;
+  if (!reply || !reply.startsWith("$JS.ACK.")) return undefined;
+  const t = reply.split(".");
+  // v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>             (9 tokens)
+  // v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>
+  const o = t.length === 9 ? 4 : 6;
+  const deliveryCount = Number(t[o]);
+  const streamSeq = Number(t[o + 1]);
+  const storedAtMs = Math.floor(Number(t[o + 3]) / 1e6);
+  const pending = Number(t[o + 4]);
+  return {
+    subject: m.subject,
+    data: m.data,
+    headers: m.headers,
+    streamSeq,
+    deliveryCount,
+    pending,
+    storedAtMs,
+    ack: () => nc.publish(reply, ACK),
+    nak: (delayMs?: number) =>
+      nc.publish(
+        reply,
+        delayMs && delayMs > 0 ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : NAK,
+      ),
+    working: () => nc.publish(reply, WPI),
+    term: () => nc.publish(reply, TERM),
+  };
+}

@@ -1,0 +1,142 @@
+import {
+  createInbox,
+  type MsgHdrs,
+  type NatsConnection,
+  headers as newHeaders,
+} from "@nats-io/transport-node";
+
+/** What the server answered for a stored message. */
+export type PubAck = { stream: string; seq: number; duplicate: boolean };
+
+/** A JetStream API error answered for a publish (wrong last sequence, no stream, …). */
+export class PublishError extends Error {
+  override name = "PublishError";
+  /** JetStream `err_code` (10071 = wrong last sequence), or 0 when the server sent none. */
+  readonly apiCode: number;
+  /** HTTP-like status from the server (503 = no responders / no stream). */
+  readonly status: number;
+  constructor(message: string, status: number, apiCode: number) {
+    super(message);
+    this.status = status;
+    this.apiCode = apiCode;
+  }
+}
+
+/** JetStream's `err_code` for a failed expected-last-sequence check: the KV key already exists. */
+export const WRONG_LAST_SEQUENCE = 10071;
+
+/** True when a publish failed because an expected-last-sequence check did not hold. */
+export function isWrongLastSequence(err: unknown): boolean {
+  return err instanceof PublishError && err.apiCode === WRONG_LAST_SEQUENCE;
+}
+
+/** Options of one acknowledged publish. */
+export type PublishOpts = {
+  /** `Nats-Msg-Id`: the stream drops a second message with this id inside its duplicate window. */
+  msgId?: string;
+  /** `Nats-Expected-Last-Subject-Sequence`: 0 means "only if the subject is empty" (KV create). */
+  expectLastSubjectSeq?: number;
+  headers?: MsgHdrs;
+};
+
+type Pending = { resolve: (a: PubAck) => void; reject: (e: Error) => void; deadline: number };
+
+const decoder = new TextDecoder();
+
+/**
+ * Acknowledged JetStream publishes over one shared reply subscription.
+ *
+ * Why not `js.publish()`: each call there creates a request with its own timer and an Error object
+ * for its cancellation path, which was the largest single cost in our profiles at ~10k writes/s
+ * (see docs/performance.md). Here a publish is one `nc.publish` with a reply token, a map entry, and
+ * one shared sweep timer for timeouts. Callers still get one promise per write and are expected to
+ * keep many in flight (never await them one at a time on a hot path).
+ */
+export class AckedPublisher {
+  readonly #nc: NatsConnection;
+  readonly #prefix: string;
+  readonly #timeoutMs: number;
+  readonly #pending = new Map<number, Pending>();
+  #next = 1;
+  #sweep: NodeJS.Timeout;
+  #closed = false;
+
+  /** `timeoutMs`: how long to wait for the server's ack before rejecting (default 5000). */
+  constructor(nc: NatsConnection, opts: { timeoutMs?: number } = {}) {
+    this.#nc = nc;
+    this.#timeoutMs = opts.timeoutMs ?? 5000;
+    this.#prefix = `${createInbox()}.`;
+    nc.subscribe(`${this.#prefix}*`, {
+      callback: (_err, m) => {
+        const id = Number(m.subject.slice(this.#prefix.length));
+        const p = this.#pending.get(id);
+        if (!p) return;
+        this.#pending.delete(id);
+        const h = m.headers;
+        if (h && h.code >= 300) {
+          // 503: no responders, i.e. no stream listens on the subject
+          p.reject(new PublishError(h.description || `status ${h.code}`, h.code, 0));
+          return;
+        }
+        try {
+          const r = JSON.parse(decoder.decode(m.data)) as {
+            stream?: string;
+            seq?: number;
+            duplicate?: boolean;
+            error?: { code: number; err_code?: number; description: string };
+          };
+          if (r.error) p.reject(new PublishError(r.error.description, r.error.code, r.error.err_code ?? 0));
+          else p.resolve({ stream: r.stream ?? "", seq: r.seq ?? 0, duplicate: r.duplicate === true });
+        } catch (e) {
+          p.reject(e as Error);
+        }
+      },
+    });
+    this.#sweep = setInterval(() => this.#expire(), Math.min(250, this.#timeoutMs));
+    this.#sweep.unref();
+  }
+
+  /** Publish `data` to a stream subject and resolve with the server's ack. */
+  publish(subject: string, data: Uint8Array | string, opts: PublishOpts = {}): Promise<PubAck> {
+    if (this.#closed) return Promise.reject(new PublishError("publisher closed", 503, 0));
+    let h = opts.headers;
+    if (opts.msgId !== undefined || opts.expectLastSubjectSeq !== undefined) {
+      h ??= newHeaders();
+      if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
+      if (opts.expectLastSubjectSeq !== undefined)
+        h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectLastSubjectSeq));
+    }
+    const id = this.#next++;
+    return new Promise<PubAck>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, deadline: Date.now() + this.#timeoutMs });
+      try {
+        this.#nc.publish(subject, data, { reply: `${this.#prefix}${id}`, headers: h });
+      } catch (e) {
+        this.#pending.delete(id);
+        reject(e as Error);
+      }
+    });
+  }
+
+  /** Writes still waiting for their ack. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  #expire(): void {
+    const now = Date.now();
+    for (const [id, p] of this.#pending) {
+      if (p.deadline > now) break; // insertion order is deadline order
+      this.#pending.delete(id);
+      p.reject(new PublishError("timed out waiting for the JetStream ack", 408, 0));
+    }
+  }
+
+  /** Reject everything still pending and stop the sweep. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweep);
+    for (const p of this.#pending.values()) p.reject(new PublishError("publisher closed", 503, 0));
+    this.#pending.clear();
+  }
+}

@@ -1,0 +1,198 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamManager,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { nanos } from "@nats-io/transport-node";
+import type { Names } from "../names.ts";
+import { PRIORITIES } from "../priority.ts";
+
+/**
+ * Streams, buckets and consumers, created idempotently by whichever service starts first (every
+ * service calls `ensureTopology`; creating something that exists with the same config is a no-op).
+ * docs/architecture.md describes each one; keep the two in step.
+ */
+
+/** How streams and buckets are stored: R1 file locally, R3 on a cluster. */
+export type TopologyOptions = {
+  replicas: number;
+  storage: "file" | "memory";
+  /** Dedup window of the streams, ms: a re-publish with the same msg id inside it is dropped (default 2 min). */
+  duplicateWindowMs?: number;
+  /** Largest message a stream accepts, bytes (payload limit plus envelope; default 2 MiB). */
+  maxMsgBytes?: number;
+  /** How long a worker's registration outlives its last heartbeat, ms (default 15 s). */
+  workerTtlMs?: number;
+  /** How long a lease outlives its last renewal, ms (default 5 s). */
+  leaseTtlMs?: number;
+};
+
+/** Handles to the buckets every service uses. */
+export type Topology = {
+  jsm: JetStreamManager;
+  state: KV;
+  workers: KV;
+  leases: KV;
+};
+
+/** Consumer settings for the per-(priority, type) consumers the dispatcher reads. */
+export const TASKS_ACK_WAIT_MS = 30_000;
+/** Default ack wait of the work consumers; workers send `working()` well inside it. */
+export const WORK_ACK_WAIT_MS = 30_000;
+
+/** Create (or confirm) the tasks and work streams and the buckets. */
+export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<Topology> {
+  const jsm = await jetstreamManager(nc);
+  const storage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
+  const common: Partial<StreamConfig> = {
+    retention: RetentionPolicy.Workqueue,
+    storage,
+    num_replicas: o.replicas,
+    discard: DiscardPolicy.Old,
+    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
+    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
+  };
+  // Tasks: written by enqueue (and direct producers), read by the dispatcher; a message leaves the
+  // stream when the dispatcher acks it after the work publish is stored.
+  await ensureStream(jsm, {
+    ...common,
+    name: n.tasksStream,
+    subjects: [n.tasksSubjectAll],
+    description: "Sluice accepted tasks, one subject per (priority, type)",
+  });
+  // Work: written by the dispatcher, read by workers; a message leaves when its worker acks it
+  // after recording the final state.
+  await ensureStream(jsm, {
+    ...common,
+    name: n.workStream,
+    subjects: [n.workSubjectAll],
+    description: "Sluice dispatched tasks, one subject per type",
+  });
+  const kvm = new Kvm(nc);
+  const bucketStorage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
+  const state = await ensureBucket(jsm, kvm, n.stateBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+    maxValueSize: o.maxMsgBytes ?? 2 * 1024 * 1024,
+  });
+  const workers = await ensureBucket(jsm, kvm, n.workersBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+    ttl: o.workerTtlMs ?? 15_000,
+  });
+  const leases = await ensureBucket(jsm, kvm, n.leasesBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+    ttl: o.leaseTtlMs ?? 5_000,
+  });
+  return { jsm, state, workers, leases };
+}
+
+/** Create the consumers a task type needs: one per priority on the tasks stream, one on the work stream. */
+export async function ensureTypeConsumers(
+  jsm: JetStreamManager,
+  n: Names,
+  type: string,
+  o: { workAckWaitMs?: number } = {},
+): Promise<void> {
+  await Promise.all([
+    ...PRIORITIES.map((p) =>
+      ensureConsumer(jsm, n.tasksStream, {
+        durable_name: n.tasksConsumer(p, type),
+        filter_subject: n.tasksSubject(p, type),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(TASKS_ACK_WAIT_MS),
+        deliver_policy: DeliverPolicy.All,
+        max_ack_pending: 20_000,
+        max_waiting: 512,
+        description: `dispatcher reads ${p} ${type}`,
+      }),
+    ),
+    ensureConsumer(jsm, n.workStream, {
+      durable_name: n.workConsumer(type),
+      filter_subject: n.workSubject(type),
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(o.workAckWaitMs ?? WORK_ACK_WAIT_MS),
+      deliver_policy: DeliverPolicy.All,
+      max_ack_pending: 100_000,
+      max_waiting: 4096,
+      description: `workers run ${type}`,
+    }),
+  ]);
+}
+
+async function ensureStream(
+  jsm: JetStreamManager,
+  cfg: Partial<StreamConfig> & { name: string },
+): Promise<void> {
+  try {
+    const info = await jsm.streams.info(cfg.name);
+    const c = info.config;
+    if (
+      c.num_replicas !== cfg.num_replicas ||
+      c.max_msg_size !== cfg.max_msg_size ||
+      c.duplicate_window !== cfg.duplicate_window ||
+      JSON.stringify(c.subjects) !== JSON.stringify(cfg.subjects)
+    ) {
+      await jsm.streams.update(cfg.name, { ...cfg });
+    }
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    try {
+      await jsm.streams.add(cfg);
+    } catch (e) {
+      // another service created it between our info and add
+      if (!/already in use/i.test(String((e as Error).message))) throw e;
+    }
+  }
+}
+
+type ConsumerCfg = Parameters<JetStreamManager["consumers"]["add"]>[1] & { durable_name: string };
+
+async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: ConsumerCfg): Promise<void> {
+  try {
+    const info = await jsm.consumers.info(stream, cfg.durable_name);
+    const c = info.config;
+    if (
+      c.ack_wait !== cfg.ack_wait ||
+      c.max_ack_pending !== cfg.max_ack_pending ||
+      c.max_waiting !== cfg.max_waiting
+    ) {
+      const { durable_name: _d, filter_subject: _f, deliver_policy: _p, ...mutable } = cfg;
+      await jsm.consumers.update(stream, cfg.durable_name, mutable);
+    }
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.consumers.add(stream, cfg);
+  }
+}
+
+async function ensureBucket(
+  jsm: JetStreamManager,
+  kvm: Kvm,
+  bucket: string,
+  opts: { history: number; replicas: number; storage: StorageType; ttl?: number; maxValueSize?: number },
+): Promise<KV> {
+  const kv = await kvm.create(bucket, opts);
+  const streamName = `KV_${bucket}`;
+  const info = await jsm.streams.info(streamName);
+  const wantAge = opts.ttl ? nanos(opts.ttl) : 0;
+  if (info.config.num_replicas !== opts.replicas || info.config.max_age !== wantAge) {
+    await jsm.streams.update(streamName, { ...info.config, num_replicas: opts.replicas, max_age: wantAge });
+  }
+  return kv;
+}
+
+function isNotFound(err: unknown): boolean {
+  return /not found/i.test(String((err as Error)?.message));
+}

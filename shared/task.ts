@@ -1,0 +1,178 @@
+import { createHash, randomUUID } from "node:crypto";
+import { z } from "zod";
+import { DEFAULT_PRIORITY, PRIORITIES, type Priority, priorityFromNumber } from "./priority.ts";
+
+/**
+ * The task model: what a producer sends, what travels on the streams, and the state record in KV.
+ * Wire shapes here are the contract between the three services; change them compatibly.
+ */
+
+/** `doc.chunk`, `webhook.deliver`, `noop`: lowercase segments separated by dots, ≤ 64 chars. */
+export const TASK_TYPE_RE = /^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*$/;
+export const TASK_TYPE_MAX = 64;
+
+export const TaskType = z
+  .string()
+  .max(TASK_TYPE_MAX, { message: `type must be at most ${TASK_TYPE_MAX} characters` })
+  .regex(TASK_TYPE_RE, { message: "type must match [a-z0-9][a-z0-9_-]*(.[a-z0-9_-]+)*" });
+
+/** `urgent|high|normal|low|bulk`, or 1–5 with 1 = urgent. */
+export const PriorityInput = z.union([
+  z.enum(PRIORITIES),
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(5)
+    .transform((n) => priorityFromNumber(n) as Priority),
+]);
+
+/** Statuses of the task state machine; see docs/architecture.md for the transitions. */
+export const TASK_STATUSES = [
+  "queued",
+  "scheduled",
+  "dispatched",
+  "running",
+  "retrying",
+  "paused",
+  "completed",
+  "failed",
+  "timed_out",
+  "cancelled",
+  "dead",
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+/** Statuses after which nothing more happens to a task. */
+export const FINAL_STATUSES: ReadonlySet<TaskStatus> = new Set([
+  "completed",
+  "failed",
+  "timed_out",
+  "cancelled",
+  "dead",
+]);
+
+/** True when `s` is final. */
+export function isFinal(s: TaskStatus): boolean {
+  return FINAL_STATUSES.has(s);
+}
+
+/** Limits on what a caller may set per task. */
+export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+export const MAX_ATTEMPTS = 100;
+export const IDEMPOTENCY_KEY_MAX = 256;
+
+/** Body of `POST /v1/tasks` and of a `<prefix>.enqueue` request. */
+export const TaskInput = z.strictObject({
+  type: TaskType,
+  payload: z.json().optional(),
+  priority: PriorityInput.optional(),
+  idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_MAX).optional(),
+  timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).optional(),
+  maxAttempts: z.number().int().min(1).max(MAX_ATTEMPTS).optional(),
+});
+export type TaskInput = z.input<typeof TaskInput>;
+
+/**
+ * Body of a message published straight to `<prefix>.tasks.<priority>.<type>` by a high-rate producer.
+ * Type and priority come from the subject; `id` is optional (derived from the stream sequence).
+ */
+export const DirectTaskBody = z.strictObject({
+  id: z.string().min(1).max(128).optional(),
+  payload: z.json().optional(),
+  idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_MAX).optional(),
+  timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).optional(),
+  maxAttempts: z.number().int().min(1).max(MAX_ATTEMPTS).optional(),
+  enqueuedAt: z.number().int().optional(),
+});
+
+/** A task as it travels on the tasks and work streams. */
+export type TaskMessage = {
+  id: string;
+  type: string;
+  priority: Priority;
+  payload: unknown;
+  /** Epoch ms when the gateway accepted it (or the dispatcher first saw a direct publish). */
+  enqueuedAt: number;
+  idempotencyKey?: string;
+  timeoutMs?: number;
+  maxAttempts?: number;
+};
+
+/** A dispatched task on the work stream: the task plus when and by whom it was dispatched. */
+export type WorkMessage = TaskMessage & {
+  dispatchedAt: number;
+};
+
+/** `{code, message}` recorded for a failed task. */
+export type TaskError = { code: string; message: string };
+
+/** Progress reported by a handler. */
+export type TaskProgress = { percent: number; message?: string };
+
+/** The state record kept in the state bucket under the task id. */
+export type TaskState = {
+  id: string;
+  type: string;
+  priority: Priority;
+  status: TaskStatus;
+  /** Attempts started so far (1 once the first attempt runs). */
+  attempts: number;
+  maxAttempts?: number;
+  timeoutMs?: number;
+  idempotencyKey?: string;
+  enqueuedAt: number;
+  dispatchedAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+  updatedAt: number;
+  workerId?: string;
+  progress?: TaskProgress;
+  result?: unknown;
+  error?: TaskError;
+};
+
+/** A new task id: random, URL-safe, sortable enough for humans to tell apart. */
+export function newTaskId(): string {
+  return randomUUID();
+}
+
+/**
+ * The task id for an idempotency key: deterministic, so a duplicate enqueue lands on the same state
+ * record and `create` (insert-if-absent) settles concurrent duplicates in the server.
+ */
+export function idForIdempotencyKey(type: string, key: string): string {
+  return `k-${createHash("sha256").update(type).update("\0").update(key).digest("base64url").slice(0, 32)}`;
+}
+
+/** The task message for validated input. */
+export function toTaskMessage(input: z.output<typeof TaskInput>, now: number): TaskMessage {
+  const msg: TaskMessage = {
+    id: input.idempotencyKey ? idForIdempotencyKey(input.type, input.idempotencyKey) : newTaskId(),
+    type: input.type,
+    priority: input.priority ?? DEFAULT_PRIORITY,
+    payload: input.payload ?? null,
+    enqueuedAt: now,
+  };
+  if (input.idempotencyKey !== undefined) msg.idempotencyKey = input.idempotencyKey;
+  if (input.timeoutMs !== undefined) msg.timeoutMs = input.timeoutMs;
+  if (input.maxAttempts !== undefined) msg.maxAttempts = input.maxAttempts;
+  return msg;
+}
+
+/** The first state record of a task, as the gateway (or the dispatcher, for direct publishes) writes it. */
+export function initialState(msg: TaskMessage, status: TaskStatus = "queued"): TaskState {
+  const s: TaskState = {
+    id: msg.id,
+    type: msg.type,
+    priority: msg.priority,
+    status,
+    attempts: 0,
+    enqueuedAt: msg.enqueuedAt,
+    updatedAt: Date.now(),
+  };
+  if (msg.maxAttempts !== undefined) s.maxAttempts = msg.maxAttempts;
+  if (msg.timeoutMs !== undefined) s.timeoutMs = msg.timeoutMs;
+  if (msg.idempotencyKey !== undefined) s.idempotencyKey = msg.idempotencyKey;
+  return s;
+}
