@@ -54,8 +54,13 @@ export type LocalServerOptions = {
   cluster?: { name: string; port: number; routes: number[] };
   /** Monitoring port (`/jsz`, `/varz`), off by default. */
   httpPort?: number;
-  /** Inherit stdio (npm start shows server logs) or discard it. */
-  stdio?: "inherit" | "ignore";
+  /** Inherit stdio, discard it, or pipe it (the caller must then read `process.stdout`/`stderr`). */
+  stdio?: "inherit" | "ignore" | "pipe";
+  /**
+   * Run in its own process group, so a terminal's Ctrl-C reaches only the supervisor (npm start), which
+   * stops the server after the services drained rather than under them.
+   */
+  detached?: boolean;
 };
 
 /** A running local server. */
@@ -85,7 +90,7 @@ export async function startNatsServer(opts: LocalServerOptions): Promise<LocalSe
     if (opts.cluster.routes.length > 0)
       args.push("--routes", opts.cluster.routes.map((p) => `nats://127.0.0.1:${p}`).join(","));
   }
-  const child = spawn(bin, args, { stdio: opts.stdio ?? "ignore" });
+  const child = spawn(bin, args, { stdio: opts.stdio ?? "ignore", detached: opts.detached ?? false });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let failed: Error | undefined;
   child.once("error", (e) => {

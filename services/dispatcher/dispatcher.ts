@@ -1,0 +1,184 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Logger } from "../../shared/logger.ts";
+import type { Names } from "../../shared/names.ts";
+import { AckedPublisher } from "../../shared/nats/publisher.ts";
+import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
+import type { Priority } from "../../shared/priority.ts";
+import type { Config } from "./config.ts";
+import { Lease } from "./lease.ts";
+import { WorkerRegistry } from "./registry.ts";
+import { TypeDispatcher } from "./type-dispatcher.ts";
+
+/** Lifecycle of a dispatcher replica. */
+export type DispatcherState = "created" | "standby" | "leading" | "stopped";
+
+/** What a dispatcher replica needs; tests build one in-process. */
+export type DispatcherDeps = {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  workers: KV;
+  leases: KV;
+  names: Names;
+  config: Pick<
+    Config,
+    | "dispatcherId"
+    | "prefetchRatio"
+    | "prefetchMs"
+    | "windowMax"
+    | "taskTypes"
+    | "leaseTtlMs"
+    | "leaseRenewMs"
+    | "reconcileMs"
+  >;
+  log: Logger;
+  onDispatch?: (type: string, priority: Priority, waitedMs: number) => void;
+};
+
+/**
+ * A dispatcher replica. Every replica watches the worker registry; the one holding the `dispatcher`
+ * lease runs a {@link TypeDispatcher} per known type and listens for freed slots. Standbys hold nothing,
+ * so a failover only waits for the lease to expire.
+ */
+export class Dispatcher {
+  readonly #d: DispatcherDeps;
+  readonly #registry: WorkerRegistry;
+  readonly #lease: Lease;
+  readonly #types = new Set<string>();
+  readonly #prepared = new Map<string, Promise<void>>();
+  readonly #active = new Map<string, TypeDispatcher>();
+  #publisher: AckedPublisher | undefined;
+  #slotsSub: Subscription | undefined;
+  #reconcile: NodeJS.Timeout | undefined;
+  #capacity = new Map<string, number>();
+  #state: DispatcherState = "created";
+
+  constructor(deps: DispatcherDeps) {
+    this.#d = deps;
+    this.#registry = new WorkerRegistry(deps.workers, deps.log, () => this.#onRegistry());
+    this.#lease = new Lease(deps.leases, "dispatcher", deps.config.dispatcherId, {
+      ttlMs: deps.config.leaseTtlMs,
+      renewMs: deps.config.leaseRenewMs,
+      log: deps.log,
+      onChange: (leader) => (leader ? this.#lead() : this.#standDown()),
+    });
+  }
+
+  /** `standby` or `leading` once started. */
+  get state(): DispatcherState {
+    return this.#state;
+  }
+
+  /** The type dispatchers running while leading (status views and tests). */
+  get active(): ReadonlyMap<string, TypeDispatcher> {
+    return this.#active;
+  }
+
+  /** Live worker records (for status views). */
+  get registry(): WorkerRegistry {
+    return this.#registry;
+  }
+
+  /** Load the registry, prepare configured types, and compete for the lease. */
+  async start(): Promise<void> {
+    this.#state = "standby";
+    for (const t of this.#d.config.taskTypes) this.#types.add(t);
+    await this.#registry.start();
+    await Promise.all([...this.#types].map((t) => this.#prepare(t)));
+    this.#lease.start();
+    this.#watchReconnects();
+  }
+
+  /** Stop dispatching, give back held messages, release the lease. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#state === "stopped") return;
+    this.#standDown();
+    this.#state = "stopped";
+    await this.#lease.stop();
+    this.#registry.stop();
+  }
+
+  #onRegistry(): void {
+    this.#capacity = this.#registry.capacity();
+    for (const t of this.#capacity.keys()) {
+      if (!this.#types.has(t)) {
+        this.#types.add(t);
+        void this.#prepare(t).then(() => this.#ensureActive(t));
+      }
+    }
+    for (const td of this.#active.values()) td.pump();
+  }
+
+  #prepare(type: string): Promise<void> {
+    let p = this.#prepared.get(type);
+    if (!p) {
+      p = ensureTypeConsumers(this.#d.jsm, this.#d.names, type).catch((err) => {
+        this.#prepared.delete(type);
+        this.#d.log.error({ err, type }, "could not create consumers for type");
+        throw err;
+      });
+      this.#prepared.set(type, p);
+    }
+    return p;
+  }
+
+  #lead(): void {
+    if (this.#state === "stopped") return;
+    this.#state = "leading";
+    this.#publisher = new AckedPublisher(this.#d.nc);
+    const prefix = `${this.#d.names.prefix}.slots.`;
+    this.#slotsSub = this.#d.nc.subscribe(this.#d.names.slotsSubjectAll, {
+      callback: (_err, m) => {
+        const type = m.subject.slice(prefix.length);
+        const n = Number(new TextDecoder().decode(m.data));
+        if (n > 0) this.#active.get(type)?.freed(n);
+      },
+    });
+    for (const t of this.#types)
+      void this.#prepare(t).then(
+        () => this.#ensureActive(t),
+        () => undefined,
+      );
+    this.#reconcile = setInterval(() => {
+      for (const td of this.#active.values()) void td.reconcile().then(() => td.pump());
+    }, this.#d.config.reconcileMs);
+  }
+
+  #ensureActive(type: string): void {
+    if (this.#state !== "leading" || this.#active.has(type)) return;
+    const td = new TypeDispatcher(type, {
+      nc: this.#d.nc,
+      jsm: this.#d.jsm,
+      names: this.#d.names,
+      publisher: this.#publisher!,
+      log: this.#d.log,
+      prefetchRatio: this.#d.config.prefetchRatio,
+      prefetchMs: this.#d.config.prefetchMs,
+      windowMax: this.#d.config.windowMax,
+      capacity: () => this.#capacity.get(type) ?? 0,
+      onDispatch: (p, waited) => this.#d.onDispatch?.(type, p, waited),
+    });
+    this.#active.set(type, td);
+    td.start();
+  }
+
+  #standDown(): void {
+    if (this.#state !== "leading") return;
+    this.#state = "standby";
+    clearInterval(this.#reconcile);
+    this.#slotsSub?.unsubscribe();
+    for (const td of this.#active.values()) td.stop();
+    this.#active.clear();
+    // in-flight publishes still settle (and ack or nak their tasks messages) before the publisher goes
+    const pub = this.#publisher;
+    setTimeout(() => pub?.close(), 5000).unref();
+    this.#publisher = undefined;
+  }
+
+  async #watchReconnects(): Promise<void> {
+    for await (const s of this.#d.nc.status()) {
+      if (s.type === "reconnect") for (const td of this.#active.values()) td.resetPulls();
+    }
+  }
+}

@@ -1,0 +1,260 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
+import { type NatsConnection, headers as newHeaders } from "@nats-io/transport-node";
+import { Headers } from "../../shared/headers.ts";
+import type { Logger } from "../../shared/logger.ts";
+import type { Names } from "../../shared/names.ts";
+import type { Delivery } from "../../shared/nats/delivery.ts";
+import { type AckedPublisher, isWrongLastSequence } from "../../shared/nats/publisher.ts";
+import { Puller } from "../../shared/nats/puller.ts";
+import { PRIORITIES, type Priority } from "../../shared/priority.ts";
+import { DirectTaskBody, idForIdempotencyKey, initialState, type TaskMessage } from "../../shared/task.ts";
+
+/** What a type dispatcher needs from the dispatcher. */
+export type TypeDispatcherDeps = {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  names: Names;
+  publisher: AckedPublisher;
+  log: Logger;
+  prefetchRatio: number;
+  prefetchMs: number;
+  windowMax: number;
+  /** Current slots of live workers for this type. */
+  capacity: () => number;
+  /** Called for every dispatched task (metrics hooks). */
+  onDispatch?: (priority: Priority, waitedMs: number) => void;
+};
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const HOLD_KEEPALIVE_MS = 10_000;
+
+/**
+ * Dispatches one task type: holds a small window of messages from each of the type's five priority
+ * consumers and, while workers have free slots, moves the most urgent held message to the work stream.
+ *
+ * Holding a window per priority (rather than reading priorities in turn) is what lets a task enqueued
+ * a moment ago overtake a backlog: it lands in the `urgent` window at once and is the next one chosen.
+ * The tasks message is acked only after the work publish is stored; the work publish carries msg id
+ * `<task id>:<tasks seq>`, so a crash in between cannot dispatch the task twice.
+ */
+export class TypeDispatcher {
+  readonly type: string;
+  readonly #d: TypeDispatcherDeps;
+  readonly #pullers: Puller[];
+  readonly #held: Delivery[][] = PRIORITIES.map(() => []);
+  /** Work messages stored and not yet finished, per our last reconcile plus changes since. */
+  #stored = 0;
+  /** Work publishes sent and not yet acked by the server. */
+  #publishing = 0;
+  #storedTotal = 0;
+  #freedTotal = 0;
+  /** Completions per second, an exponentially weighted average over about a second. */
+  #rate = 0;
+  #rateAt = Date.now();
+  #running = false;
+  #keepalive: NodeJS.Timeout | undefined;
+
+  constructor(type: string, deps: TypeDispatcherDeps) {
+    this.type = type;
+    this.#d = deps;
+    this.#pullers = PRIORITIES.map(
+      (p, i) =>
+        new Puller(deps.nc, deps.names.tasksStream, deps.names.tasksConsumer(p, type), {
+          onMessage: (m) => this.#onHeld(i, m),
+          log: deps.log,
+          expiresMs: 5_000,
+        }),
+    );
+  }
+
+  /** Tasks in the work stream or with a worker. */
+  get inFlight(): number {
+    return this.#stored + this.#publishing;
+  }
+
+  /** Messages held per priority (for status and tests). */
+  held(): number[] {
+    return this.#held.map((h) => h.length);
+  }
+
+  /** Start pulling and dispatching. */
+  start(): void {
+    this.#running = true;
+    this.#keepalive = setInterval(() => {
+      for (const h of this.#held) for (const m of h) m.working();
+    }, HOLD_KEEPALIVE_MS);
+    this.#keepalive.unref();
+    void this.reconcile().finally(() => this.pump());
+  }
+
+  /** Stop, and give every held message back for whoever leads next. */
+  stop(): void {
+    this.#running = false;
+    clearInterval(this.#keepalive);
+    for (const p of this.#pullers) p.close();
+    for (const h of this.#held) for (const m of h.splice(0)) m.nak();
+  }
+
+  /** After a reconnect: the server may have lost our pull requests. */
+  resetPulls(): void {
+    for (const p of this.#pullers) p.reset();
+  }
+
+  /** Workers report `n` slots of this type freed. */
+  freed(n: number): void {
+    this.#stored = Math.max(0, this.#stored - n);
+    this.#freedTotal += n;
+    const now = Date.now();
+    this.#rate = this.#rate * Math.exp(-(now - this.#rateAt) / 1000) + n;
+    this.#rateAt = now;
+    this.pump();
+  }
+
+  /**
+   * How many tasks to dispatch ahead of free slots: about `prefetchMs` of work at the observed
+   * completion rate, never more than `capacity × prefetchRatio`. Fast tasks get enough to keep every
+   * slot fed while the dispatcher reacts; slow tasks get none, so nothing waits in front of an urgent one.
+   */
+  prefetch(capacity: number): number {
+    const rate = this.#rate * Math.exp(-(Date.now() - this.#rateAt) / 1000);
+    return Math.min(
+      Math.floor(capacity * this.#d.prefetchRatio),
+      Math.floor((rate * this.#d.prefetchMs) / 1000),
+    );
+  }
+
+  /** Re-read the true in-flight count from the work consumer. */
+  async reconcile(): Promise<void> {
+    const s0 = this.#storedTotal;
+    const f0 = this.#freedTotal;
+    try {
+      const info = await this.#d.jsm.consumers.info(
+        this.#d.names.workStream,
+        this.#d.names.workConsumer(this.type),
+      );
+      const truth = info.num_pending + info.num_ack_pending;
+      this.#stored = Math.max(0, truth + (this.#storedTotal - s0) - (this.#freedTotal - f0));
+    } catch (err) {
+      this.#d.log.debug({ err, type: this.type }, "reconcile failed");
+    }
+  }
+
+  /** Dispatch while there are free slots and held messages; then top up the windows. */
+  pump(): void {
+    if (!this.#running) return;
+    const capacity = this.#d.capacity();
+    const limit = capacity + this.prefetch(capacity);
+    while (this.inFlight < limit) {
+      const i = this.#held.findIndex((h) => h.length > 0);
+      if (i < 0) break;
+      this.#dispatch(PRIORITIES[i]!, this.#held[i]!.shift()!);
+    }
+    this.#topUp(capacity === 0 ? 0 : Math.min(this.#d.windowMax, limit));
+  }
+
+  #onHeld(i: number, m: Delivery): void {
+    if (!this.#running) {
+      m.nak();
+      return;
+    }
+    this.#held[i]!.push(m);
+    this.pump();
+  }
+
+  #topUp(window: number): void {
+    for (let i = 0; i < PRIORITIES.length; i++) {
+      const want = window - this.#held[i]!.length - this.#pullers[i]!.outstanding;
+      if (want > 0) this.#pullers[i]!.request(want);
+    }
+  }
+
+  #dispatch(priority: Priority, m: Delivery): void {
+    const task = this.#read(priority, m);
+    if (!task) return;
+    this.#publishing++;
+    const h = newHeaders();
+    const now = Date.now();
+    h.set(Headers.dispatchedAt, String(now));
+    const tp = m.headers?.get(Headers.traceparent);
+    if (tp) h.set(Headers.traceparent, tp);
+    const ts = m.headers?.get(Headers.tracestate);
+    if (ts) h.set(Headers.tracestate, ts);
+    const work = this.#d.publisher.publish(this.#d.names.workSubject(this.type), task.data, {
+      msgId: `${task.id}:${m.streamSeq}`,
+      headers: h,
+    });
+    // a directly published task has no state record yet: the dispatcher writes the first one
+    const record = task.direct
+      ? this.#d.publisher
+          .publish(
+            `$KV.${this.#d.names.stateBucket}.${task.id}`,
+            encoder.encode(JSON.stringify({ ...initialState(task.direct, "dispatched"), dispatchedAt: now })),
+            { expectLastSubjectSeq: 0 },
+          )
+          .catch((err) => {
+            if (!isWrongLastSequence(err)) throw err;
+          })
+      : undefined;
+    Promise.all([work, record]).then(
+      () => {
+        this.#publishing--;
+        this.#stored++;
+        this.#storedTotal++;
+        m.ack();
+        this.#d.onDispatch?.(priority, now - task.enqueuedAt);
+      },
+      (err) => {
+        this.#publishing--;
+        this.#d.log.warn({ err: String(err), type: this.type }, "dispatch not stored; task handed back");
+        m.nak(1000);
+      },
+    );
+  }
+
+  /** The bytes to forward and the task id, or undefined after terminating an unreadable message. */
+  #read(
+    priority: Priority,
+    m: Delivery,
+  ): { id: string; data: Uint8Array; enqueuedAt: number; direct?: TaskMessage } | undefined {
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(decoder.decode(m.data)) as Record<string, unknown>;
+      if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("not an object");
+    } catch (err) {
+      this.#reject(m, `not JSON: ${String(err)}`);
+      return undefined;
+    }
+    if (typeof body.id === "string" && typeof body.type === "string" && typeof body.enqueuedAt === "number") {
+      // written by the gateway: forward as is
+      return { id: body.id, data: m.data, enqueuedAt: body.enqueuedAt };
+    }
+    const parsed = DirectTaskBody.safeParse(body);
+    if (!parsed.success) {
+      this.#reject(m, parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+      return undefined;
+    }
+    const b = parsed.data;
+    const id =
+      b.id ??
+      (b.idempotencyKey
+        ? idForIdempotencyKey(this.type, b.idempotencyKey)
+        : `j${m.streamSeq}-${m.storedAtMs.toString(36)}`);
+    const task: TaskMessage = {
+      id,
+      type: this.type,
+      priority,
+      payload: b.payload ?? null,
+      enqueuedAt: b.enqueuedAt ?? m.storedAtMs,
+    };
+    if (b.idempotencyKey !== undefined) task.idempotencyKey = b.idempotencyKey;
+    if (b.timeoutMs !== undefined) task.timeoutMs = b.timeoutMs;
+    if (b.maxAttempts !== undefined) task.maxAttempts = b.maxAttempts;
+    return { id, data: encoder.encode(JSON.stringify(task)), enqueuedAt: task.enqueuedAt, direct: task };
+  }
+
+  #reject(m: Delivery, reason: string): void {
+    this.#d.log.warn({ type: this.type, seq: m.streamSeq, reason }, "invalid task message terminated");
+    m.term();
+  }
+}

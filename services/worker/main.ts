@@ -1,0 +1,66 @@
+import { createLogger } from "../../shared/logger.ts";
+import { names } from "../../shared/names.ts";
+import { connectNats } from "../../shared/nats/connection.ts";
+import { ensureTopology } from "../../shared/nats/topology.ts";
+import { startProbeServer } from "../../shared/probe-server.ts";
+import { loadConfig } from "./config.ts";
+import { loadDefinitions } from "./tasks-module.ts";
+import { Worker } from "./worker.ts";
+
+/** The worker process: config, connection, topology, the worker engine, and the one signal handler. */
+const config = loadConfig(process.env);
+const log = createLogger({ service: "worker", level: config.logLevel, format: config.logFormat });
+
+try {
+  const definitions = await loadDefinitions({
+    modulePath: config.tasksModule,
+    types: config.types,
+    webhookSigningSecret: config.webhookSigningSecret,
+  });
+  const nc = await connectNats(config, {
+    name: `sluice-worker-${config.workerId}`,
+    log,
+    waitOnFirstConnect: true,
+  });
+  const n = names(config.prefix);
+  const topo = await ensureTopology(nc, n, { replicas: config.replicas, storage: config.storage });
+  const worker = new Worker({
+    nc,
+    jsm: topo.jsm,
+    state: topo.state,
+    workers: topo.workers,
+    names: n,
+    config,
+    definitions,
+    log,
+  });
+  const probe =
+    config.metricsPort > 0
+      ? await startProbeServer({
+          host: config.metricsHost,
+          port: config.metricsPort,
+          ready: () => worker.state === "running" && !nc.isClosed(),
+        })
+      : undefined;
+  await worker.start();
+  log.info(
+    { workerId: config.workerId, types: definitions.map((d) => d.type), metricsPort: probe?.port },
+    "ready",
+  );
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    await worker.shutdown();
+    await nc.drain().catch(() => undefined);
+    await probe?.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+} catch (err) {
+  log.fatal({ err }, "worker failed to start");
+  process.exit(1);
+}

@@ -1,0 +1,275 @@
+import { hostname } from "node:os";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "../../shared/logger.ts";
+import type { Names } from "../../shared/names.ts";
+import type { Delivery } from "../../shared/nats/delivery.ts";
+import { AckedPublisher } from "../../shared/nats/publisher.ts";
+import { Puller } from "../../shared/nats/puller.ts";
+import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
+import type { WorkerRecord } from "../../shared/workers.ts";
+import type { Config } from "./config.ts";
+import { Execution, type Outcome } from "./execution.ts";
+import type { TaskDefinition } from "./sdk.ts";
+
+/** Lifecycle of a worker: it takes work only while `running`. */
+export type WorkerState = "created" | "starting" | "running" | "draining" | "stopped";
+
+/** What a worker needs; tests build one in-process with their own config. */
+export type WorkerDeps = {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  state: KV;
+  workers: KV;
+  names: Names;
+  config: Pick<
+    Config,
+    | "workerId"
+    | "heartbeatMs"
+    | "runningWriteAfterMs"
+    | "workAckWaitMs"
+    | "maxResultBytes"
+    | "shutdownGraceMs"
+    | "concurrencyOverride"
+  >;
+  definitions: TaskDefinition[];
+  log: Logger;
+  version?: string;
+  /** Called after every execution (metrics hooks). */
+  onOutcome?: (type: string, outcome: Outcome, e: Execution) => void;
+};
+
+/** One task type served by this worker: its slots, its puller and what runs now. */
+type Runner = {
+  def: TaskDefinition;
+  slots: number;
+  /** Executions whose handler holds a slot. */
+  running: Set<Execution>;
+  /** Executions past their handler, storing the final state; they hold no slot. */
+  finishing: Set<Execution>;
+  puller: Puller;
+  /** Slots freed since the last notice to the dispatcher. */
+  freed: number;
+};
+
+const encoder = new TextEncoder();
+
+/**
+ * A worker process's engine: registers its types and slots, pulls work only for free slots, runs
+ * executions, heartbeats, and drains on shutdown.
+ */
+export class Worker {
+  readonly #d: WorkerDeps;
+  readonly #runners = new Map<string, Runner>();
+  readonly #publisher: AckedPublisher;
+  readonly #startedAt = Date.now();
+  #state: WorkerState = "created";
+  #heartbeat: NodeJS.Timeout | undefined;
+  #lease: NodeJS.Timeout | undefined;
+  #noticeScheduled = false;
+  #idle: (() => void) | undefined;
+
+  constructor(deps: WorkerDeps) {
+    this.#d = deps;
+    this.#publisher = new AckedPublisher(deps.nc);
+  }
+
+  /** Current lifecycle state. */
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  /** Busy slots per type. */
+  busy(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [t, r] of this.#runners) out[t] = r.running.size;
+    return out;
+  }
+
+  /** Create consumers, register, and start pulling. */
+  async start(): Promise<void> {
+    if (this.#state !== "created") throw new Error(`worker already ${this.#state}`);
+    this.#state = "starting";
+    const { config, names, jsm } = this.#d;
+    for (const def of this.#d.definitions) {
+      await ensureTypeConsumers(jsm, names, def.type, { workAckWaitMs: config.workAckWaitMs });
+      const slots = config.concurrencyOverride ?? def.concurrency;
+      const runner: Runner = {
+        def,
+        slots,
+        running: new Set(),
+        finishing: new Set(),
+        freed: 0,
+        puller: new Puller(this.#d.nc, names.workStream, names.workConsumer(def.type), {
+          onMessage: (m) => this.#onDelivery(runner, m),
+          log: this.#d.log,
+          expiresMs: 5_000,
+        }),
+      };
+      this.#runners.set(def.type, runner);
+    }
+    await this.#register();
+    this.#state = "running";
+    for (const r of this.#runners.values()) r.puller.request(r.slots);
+    this.#heartbeat = setInterval(() => void this.#register(), config.heartbeatMs);
+    // long tasks keep their lease: tell the server every third of the ack wait that they are alive
+    this.#lease = setInterval(() => this.#keepAlive(), Math.max(500, Math.floor(config.workAckWaitMs / 3)));
+    this.#watchReconnects();
+    this.#d.log.info(
+      {
+        workerId: config.workerId,
+        types: Object.fromEntries([...this.#runners].map(([t, r]) => [t, r.slots])),
+      },
+      "worker registered",
+    );
+  }
+
+  /**
+   * Stop taking work, deregister, let running handlers finish within the grace time, then abort the
+   * rest (they are handed back for redelivery). Idempotent.
+   */
+  async shutdown(graceMs = this.#d.config.shutdownGraceMs): Promise<void> {
+    if (this.#state === "stopped" || this.#state === "draining") return this.#idleWait();
+    const wasRunning = this.#state === "running";
+    this.#state = "draining";
+    clearInterval(this.#heartbeat);
+    for (const r of this.#runners.values()) r.puller.stop();
+    if (wasRunning) {
+      await this.#register().catch(() => undefined); // say `draining` so our slots stop counting
+      this.#d.log.info({ running: this.#runningCount() }, "worker draining");
+    }
+    const drained = this.#idleWait();
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<"grace">((r) => {
+      timer = setTimeout(() => r("grace"), graceMs);
+    });
+    if ((await Promise.race([drained, graceOver])) === "grace") {
+      this.#d.log.warn({ running: this.#runningCount() }, "grace time over: aborting running tasks");
+      for (const r of this.#runners.values()) for (const e of r.running) e.abort("shutdown");
+      await drained;
+    }
+    clearTimeout(timer);
+    clearInterval(this.#lease);
+    for (const r of this.#runners.values()) r.puller.close();
+    await this.#d.workers.delete(this.#d.config.workerId).catch(() => undefined);
+    this.#publisher.close();
+    this.#state = "stopped";
+    this.#d.log.info("worker stopped");
+  }
+
+  #onDelivery(r: Runner, m: Delivery): void {
+    // over-delivery (a reconnect doubled a pull request), draining, or too many final writes backed up
+    // (NATS is slow: stop taking work rather than pile it up): give it straight back
+    if (this.#state !== "running" || r.running.size >= r.slots || r.finishing.size >= r.slots * 4) {
+      m.nak();
+      return;
+    }
+    const e = new Execution(
+      {
+        workerId: this.#d.config.workerId,
+        stateBucket: this.#d.names.stateBucket,
+        state: this.#d.state,
+        publisher: this.#publisher,
+        log: this.#d.log,
+        runningWriteAfterMs: this.#d.config.runningWriteAfterMs,
+        maxResultBytes: this.#d.config.maxResultBytes,
+        abortGraceMs: 5_000,
+      },
+      r.def,
+      m,
+      () => this.#onSlotFree(r, e),
+    );
+    r.running.add(e);
+    void e.run().then((outcome) => this.#onDone(r, e, outcome));
+  }
+
+  #onSlotFree(r: Runner, e: Execution): void {
+    r.running.delete(e);
+    r.finishing.add(e);
+    if (this.#state !== "running") return;
+    r.puller.request(1);
+    r.freed++;
+    this.#scheduleNotice();
+  }
+
+  #onDone(r: Runner, e: Execution, outcome: Outcome): void {
+    r.running.delete(e);
+    r.finishing.delete(e);
+    this.#d.onOutcome?.(r.def.type, outcome, e);
+    if (outcome !== "redelivered" && outcome !== "skipped" && e.id) {
+      this.#d.nc.publish(
+        this.#d.names.eventsSubject(r.def.type, outcome),
+        encoder.encode(JSON.stringify({ id: e.id, type: r.def.type, status: outcome, at: Date.now() })),
+      );
+    }
+    if (this.#state !== "running" && this.#runningCount() === 0) this.#idle?.();
+  }
+
+  /** Coalesce "slots freed" notices per tick: one small core-NATS message per type, not per task. */
+  #scheduleNotice(): void {
+    if (this.#noticeScheduled) return;
+    this.#noticeScheduled = true;
+    setImmediate(() => {
+      this.#noticeScheduled = false;
+      for (const [type, r] of this.#runners) {
+        if (r.freed === 0) continue;
+        this.#d.nc.publish(this.#d.names.slotsSubject(type), encoder.encode(String(r.freed)));
+        r.freed = 0;
+      }
+    });
+  }
+
+  #runningCount(): number {
+    let n = 0;
+    for (const r of this.#runners.values()) n += r.running.size + r.finishing.size;
+    return n;
+  }
+
+  #idleWait(): Promise<void> {
+    if (this.#runningCount() === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const prev = this.#idle;
+      this.#idle = () => {
+        prev?.();
+        resolve();
+      };
+    });
+  }
+
+  #keepAlive(): void {
+    const now = Date.now();
+    for (const r of this.#runners.values())
+      for (const e of r.running) if (now - e.startedAt > 1000) e.delivery.working();
+  }
+
+  async #register(): Promise<void> {
+    const rec: WorkerRecord = {
+      id: this.#d.config.workerId,
+      hostname: hostname(),
+      pid: process.pid,
+      version: this.#d.version ?? "0.0.0",
+      state: this.#state === "draining" || this.#state === "stopped" ? "draining" : "running",
+      startedAt: this.#startedAt,
+      heartbeatAt: Date.now(),
+      heartbeatMs: this.#d.config.heartbeatMs,
+      types: Object.fromEntries(
+        [...this.#runners].map(([t, r]) => [t, { slots: r.slots, busy: r.running.size }]),
+      ),
+    };
+    try {
+      await this.#d.workers.put(rec.id, JSON.stringify(rec));
+    } catch (err) {
+      this.#d.log.warn({ err }, "heartbeat not written");
+    }
+  }
+
+  async #watchReconnects(): Promise<void> {
+    for await (const s of this.#d.nc.status()) {
+      if (s.type !== "reconnect") continue;
+      // the server may have lost our pull requests with its restart: ask again for what we still need
+      for (const r of this.#runners.values()) r.puller.reset();
+      void this.#register();
+    }
+  }
+}
