@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
+import { join } from "node:path";
 
 /**
  * Spawns a real nats-server with JetStream on loopback: `npm start` uses one on a data folder, every
@@ -82,14 +83,9 @@ export async function startNatsServer(opts: LocalServerOptions): Promise<LocalSe
   if (!bin) throw new Error(INSTALL_HINT);
   const port = opts.port ?? (await freePort());
   mkdirSync(opts.storeDir, { recursive: true });
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", opts.storeDir];
-  if (opts.name) args.push("-n", opts.name);
-  if (opts.httpPort) args.push("-m", String(opts.httpPort));
-  if (opts.cluster) {
-    args.push("--cluster_name", opts.cluster.name, "--cluster", `nats://127.0.0.1:${opts.cluster.port}`);
-    if (opts.cluster.routes.length > 0)
-      args.push("--routes", opts.cluster.routes.map((p) => `nats://127.0.0.1:${p}`).join(","));
-  }
+  const confPath = join(opts.storeDir, "nats-server.conf");
+  writeFileSync(confPath, serverConfig({ ...opts, port }));
+  const args = ["-c", confPath];
   const child = spawn(bin, args, { stdio: opts.stdio ?? "ignore", detached: opts.detached ?? false });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let failed: Error | undefined;
@@ -120,6 +116,27 @@ export async function startNatsServer(opts: LocalServerOptions): Promise<LocalSe
     restart: () => startNatsServer({ ...opts, bin, port }),
   };
   return server;
+}
+
+/** MAX_MSG_SIZE of our streams is 2 MiB (1 MiB payload plus envelope); the server default (1 MiB) is too small. */
+export const MAX_PAYLOAD = "8MB";
+
+/** The server's config file: a file rather than flags, because `max_payload` has no flag. */
+function serverConfig(o: LocalServerOptions & { port: number }): string {
+  const lines = [
+    `listen: "127.0.0.1:${o.port}"`,
+    `max_payload: ${MAX_PAYLOAD}`,
+    `jetstream { store_dir: ${JSON.stringify(o.storeDir)} }`,
+  ];
+  if (o.name) lines.push(`server_name: ${JSON.stringify(o.name)}`);
+  if (o.httpPort) lines.push(`http: "127.0.0.1:${o.httpPort}"`);
+  if (o.cluster) {
+    const routes = o.cluster.routes.map((p) => JSON.stringify(`nats://127.0.0.1:${p}`)).join(", ");
+    lines.push(
+      `cluster { name: ${JSON.stringify(o.cluster.name)}, listen: "127.0.0.1:${o.cluster.port}", routes: [${routes}] }`,
+    );
+  }
+  return `${lines.join("\n")}\n`;
 }
 
 async function waitForPort(port: number, timeoutMs: number, failed: () => Error | undefined): Promise<void> {

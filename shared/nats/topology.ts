@@ -28,9 +28,12 @@ export type TopologyOptions = {
   duplicateWindowMs?: number;
   /** Largest message a stream accepts, bytes (payload limit plus envelope; default 2 MiB). */
   maxMsgBytes?: number;
-  /** How long a worker's registration outlives its last heartbeat, ms (default 15 s). */
+  /**
+   * How long a worker's registration outlives its last heartbeat, ms (default 15 s). Only a caller that
+   * passes it changes an existing bucket, so services with other defaults do not fight over it.
+   */
   workerTtlMs?: number;
-  /** How long a lease outlives its last renewal, ms (default 5 s). */
+  /** How long a lease outlives its last renewal, ms (default 5 s); passed by the dispatcher only. */
   leaseTtlMs?: number;
 };
 
@@ -88,12 +91,14 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     replicas: o.replicas,
     storage: bucketStorage,
     ttl: o.workerTtlMs ?? 15_000,
+    enforceTtl: o.workerTtlMs !== undefined,
   });
   const leases = await ensureBucket(jsm, kvm, n.leasesBucket, {
     history: 1,
     replicas: o.replicas,
     storage: bucketStorage,
     ttl: o.leaseTtlMs ?? 5_000,
+    enforceTtl: o.leaseTtlMs !== undefined,
   });
   return { jsm, state, workers, leases };
 }
@@ -181,14 +186,29 @@ async function ensureBucket(
   jsm: JetStreamManager,
   kvm: Kvm,
   bucket: string,
-  opts: { history: number; replicas: number; storage: StorageType; ttl?: number; maxValueSize?: number },
+  opts: {
+    history: number;
+    replicas: number;
+    storage: StorageType;
+    ttl?: number;
+    maxValueSize?: number;
+    enforceTtl?: boolean;
+  },
 ): Promise<KV> {
-  const kv = await kvm.create(bucket, opts);
+  const { enforceTtl, ...kvOpts } = opts;
+  const kv = await kvm.create(bucket, kvOpts);
   const streamName = `KV_${bucket}`;
   const info = await jsm.streams.info(streamName);
-  const wantAge = opts.ttl ? nanos(opts.ttl) : 0;
+  const wantAge = enforceTtl ? (opts.ttl ? nanos(opts.ttl) : 0) : info.config.max_age;
   if (info.config.num_replicas !== opts.replicas || info.config.max_age !== wantAge) {
-    await jsm.streams.update(streamName, { ...info.config, num_replicas: opts.replicas, max_age: wantAge });
+    // the dedup window may not exceed max age (KV sets it to min(2 min, ttl) on create)
+    const dup = wantAge > 0 ? Math.min(info.config.duplicate_window, wantAge) : info.config.duplicate_window;
+    await jsm.streams.update(streamName, {
+      ...info.config,
+      num_replicas: opts.replicas,
+      max_age: wantAge,
+      duplicate_window: dup,
+    });
   }
   return kv;
 }

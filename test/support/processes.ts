@@ -63,6 +63,18 @@ export function spawnService(
       const found = logs.find(pred);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {
+        // a process that exits cannot log any more: fail at once instead of at the timeout
+        void exited.then((code) =>
+          setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `${name} exited (${code}) before logging the line; last: ${JSON.stringify(logs.slice(-3))}`,
+                ),
+              ),
+            100,
+          ),
+        );
         const t = setTimeout(
           () =>
             reject(
