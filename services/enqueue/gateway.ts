@@ -1,0 +1,175 @@
+import {
+  ClosedConnectionError,
+  DrainingConnectionError,
+  InvalidArgumentError,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+} from "@nats-io/transport-node";
+import {
+  ErrorCodes,
+  NotFoundError,
+  PayloadTooLargeError,
+  SluiceError,
+  UnavailableError,
+} from "../../shared/errors.ts";
+import type { Names } from "../../shared/names.ts";
+import { isWrongLastSequence, PublishError } from "../../shared/nats/publisher.ts";
+import { initialState, type TaskState, type TaskStatus, toTaskMessage } from "../../shared/task.ts";
+import { parseTaskInput } from "./input.ts";
+import type { Session, SessionSource } from "./link.ts";
+
+/** What an accepted enqueue answers. `duplicate` is set when an idempotency key matched an earlier task. */
+export type EnqueueResult = { id: string; status: TaskStatus; duplicate?: true };
+
+/** Options of {@link Gateway}. */
+export type GatewayOptions = {
+  link: SessionSource;
+  names: Names;
+  /** Largest payload accepted, bytes of its JSON serialization. */
+  maxPayloadBytes: number;
+  /** Clock for `enqueuedAt`, epoch ms (default Date.now). */
+  now?: () => number;
+};
+
+/** JetStream `err_code` for a message over the stream's `max_msg_size`. */
+const MESSAGE_SIZE_EXCEEDED = 10054;
+
+/** KV keys the state bucket accepts; anything else cannot name a task. */
+const KEY_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
+const KEY_MAX = 256;
+
+const decoder = new TextDecoder();
+
+/**
+ * The enqueue logic behind both the HTTP API and the NATS request API: validate, store the task
+ * message, create its state record, answer. Each call awaits only its own writes, so any number of
+ * requests are in flight at once over the link's one publisher.
+ */
+export class Gateway {
+  readonly #o: GatewayOptions;
+  readonly #now: () => number;
+
+  /** Build a gateway over a NATS link. */
+  constructor(o: GatewayOptions) {
+    this.#o = o;
+    this.#now = o.now ?? Date.now;
+  }
+
+  /**
+   * Accept one task. Throws ValidationError (400), PayloadTooLargeError (413) or UnavailableError
+   * (503); a rejected request writes nothing.
+   */
+  async enqueue(body: unknown): Promise<EnqueueResult> {
+    const input = parseTaskInput(body, this.#o.maxPayloadBytes);
+    const s = this.#o.link.session();
+    const msg = toTaskMessage(input, this.#now());
+    const { names } = this.#o;
+    return withNatsErrors(async () => {
+      if (input.idempotencyKey !== undefined) {
+        const prior = await readState(s, msg.id);
+        if (prior) return { id: msg.id, status: prior.status, duplicate: true };
+      }
+      const data = JSON.stringify(msg);
+      const max = s.nc.info?.max_payload;
+      if (max !== undefined && Buffer.byteLength(data) > max) {
+        throw new PayloadTooLargeError(`task message exceeds the NATS server's max_payload (${max} bytes)`);
+      }
+      // The task message first, then the state record: a crash in between leaves a stored task the
+      // dispatcher records itself, where the reverse order would leave a "queued" record for nothing.
+      const ack = await s.pub.publish(names.tasksSubject(msg.priority, msg.type), data, { msgId: msg.id });
+      // The stream dropped our publish as a repeat of this id: an earlier request with the same
+      // idempotency key stored the task, so this one is the duplicate (exactly one caller is not).
+      const duplicate = ack.duplicate && input.idempotencyKey !== undefined;
+      const status = await createState(s, names, initialState(msg));
+      return duplicate ? { id: msg.id, status, duplicate: true } : { id: msg.id, status };
+    });
+  }
+
+  /** The state record of a task; NotFoundError (404) when there is none. */
+  async get(id: string): Promise<TaskState> {
+    if (id.length > KEY_MAX || !KEY_RE.test(id)) throw taskNotFound(id);
+    const s = this.#o.link.session();
+    const state = await withNatsErrors(() => readState(s, id));
+    if (!state) throw taskNotFound(id);
+    return state;
+  }
+}
+
+/** Insert-if-absent of the state record; when one exists already, its status wins. */
+async function createState(s: Session, names: Names, state: TaskState): Promise<TaskStatus> {
+  const subject = `$KV.${names.stateBucket}.${state.id}`;
+  const data = JSON.stringify(state);
+  try {
+    await s.pub.publish(subject, data, { expectLastSubjectSeq: 0 });
+    return state.status;
+  } catch (err) {
+    if (!isWrongLastSequence(err)) throw err;
+  }
+  // A duplicate created it, or the pipeline already moved the task on (dispatcher or worker wrote
+  // first): never overwrite, report what is there.
+  const entry = await s.state.get(state.id);
+  if (entry && entry.operation === "PUT") return parseState(entry.value).status;
+  if (entry) {
+    // only a delete marker: replace it, as KV create does, compare-and-set on the marker's revision
+    try {
+      await s.pub.publish(subject, data, { expectLastSubjectSeq: entry.revision });
+      return state.status;
+    } catch (err) {
+      if (!isWrongLastSequence(err)) throw err;
+      const again = await readState(s, state.id);
+      if (again) return again.status;
+    }
+  }
+  throw new UnavailableError("task state changed while it was being created; retry");
+}
+
+async function readState(s: Session, id: string): Promise<TaskState | undefined> {
+  const entry = await s.state.get(id);
+  if (!entry || entry.operation !== "PUT") return undefined;
+  return parseState(entry.value);
+}
+
+function parseState(value: Uint8Array): TaskState {
+  return JSON.parse(decoder.decode(value)) as TaskState;
+}
+
+function taskNotFound(id: string): NotFoundError {
+  return new NotFoundError(ErrorCodes.taskNotFound, `no task with id ${JSON.stringify(id.slice(0, 64))}`);
+}
+
+/** Run NATS work, turning transport failures into UnavailableError (503) and size refusals into 413. */
+async function withNatsErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw classify(err);
+  }
+}
+
+function classify(err: unknown): unknown {
+  if (err instanceof SluiceError) return err;
+  if (err instanceof PublishError) {
+    if (err.apiCode === MESSAGE_SIZE_EXCEEDED) {
+      return new PayloadTooLargeError("task message exceeds the stream's maximum message size");
+    }
+    // 503: no stream answered (JetStream down or recovering); 408: no ack in time
+    if (err.status === 503 || err.status === 408) {
+      return new UnavailableError(`NATS did not store the task: ${err.message}`, { cause: err });
+    }
+    return err;
+  }
+  if (err instanceof InvalidArgumentError && /max_payload/.test(err.message)) {
+    return new PayloadTooLargeError("task message exceeds the NATS server's max_payload");
+  }
+  if (
+    err instanceof TimeoutError ||
+    err instanceof NoRespondersError ||
+    err instanceof RequestError ||
+    err instanceof ClosedConnectionError ||
+    err instanceof DrainingConnectionError
+  ) {
+    return new UnavailableError(`NATS did not answer: ${err.message}`, { cause: err });
+  }
+  return err;
+}

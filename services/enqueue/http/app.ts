@@ -1,0 +1,74 @@
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  LogController,
+} from "fastify";
+import { ErrorCodes } from "../../../shared/errors.ts";
+import type { Logger } from "../../../shared/logger.ts";
+import { ENVELOPE_BYTES } from "../config.ts";
+import type { Gateway } from "../gateway.ts";
+import { PROBLEM_CONTENT_TYPE, type ProblemResponse, problem, toProblem } from "./problem.ts";
+import { taskRoutes } from "./routes.ts";
+
+/** What the HTTP API is built from. */
+export type AppDeps = {
+  gateway: Gateway;
+  /** Readiness: NATS connected and the streams present. */
+  isReady: () => boolean;
+  log: Logger;
+  /** Largest task payload, bytes; the body limit adds the envelope to it. */
+  maxPayloadBytes: number;
+  /** How long a request may take to arrive, ms. */
+  requestTimeoutMs: number;
+};
+
+/** Build the enqueue HTTP API (not listening; `app.listen` or `app.inject` it). */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    // widened to fastify's logger type, which pino's satisfies but not structurally in fastify's typings
+    loggerInstance: deps.log.child({ component: "http" }) as FastifyBaseLogger,
+    // one line per request would cost more than the enqueue itself at full rate; failures are logged
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.maxPayloadBytes + ENVELOPE_BYTES,
+    requestTimeout: deps.requestTimeoutMs,
+    return503OnClosing: true,
+    // task ids may be up to 256 characters (KV keys); the default of 100 would 404 the longer ones
+    routerOptions: { maxParamLength: 300 },
+    // Malformed URLs and the like never reach a route: answer them as problems too.
+    frameworkErrors: (err, _req, reply) => void sendProblem(reply, toProblem(err)),
+  });
+  // Only JSON: a text/plain body would reach the handler as a string and read as a schema error.
+  app.removeContentTypeParser("text/plain");
+
+  app.setErrorHandler((err, req, reply) => {
+    const p = toProblem(err);
+    if (p.body.code === ErrorCodes.internal) req.log.error({ err }, "request failed");
+    else if (p.status >= 500) req.log.debug({ code: p.body.code, detail: p.body.detail }, "request refused");
+    return sendProblem(reply, p);
+  });
+  app.setNotFoundHandler((req, reply) =>
+    sendProblem(
+      reply,
+      problem(ErrorCodes.notFound, 404, `no route for ${req.method} ${req.url.slice(0, 200)}`),
+    ),
+  );
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    if (deps.isReady()) return { status: "ready" };
+    return sendProblem(
+      reply,
+      problem(ErrorCodes.unavailable, 503, "NATS is not connected or the streams are missing", {
+        headers: { "retry-after": "1" },
+      }),
+    );
+  });
+  app.register(taskRoutes, { gateway: deps.gateway });
+  return app;
+}
+
+/** Send a problem response (used by the error and not-found handlers). */
+export function sendProblem(reply: FastifyReply, p: ProblemResponse): FastifyReply {
+  return reply.code(p.status).headers(p.headers).type(PROBLEM_CONTENT_TYPE).send(p.body);
+}

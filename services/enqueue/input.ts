@@ -1,0 +1,86 @@
+import type { z } from "zod";
+import { ErrorCodes, PayloadTooLargeError, ValidationError } from "../../shared/errors.ts";
+import { PRIORITIES } from "../../shared/priority.ts";
+import { TaskInput } from "../../shared/task.ts";
+
+/** Validated enqueue input, priority already mapped to its name. */
+export type ValidInput = z.output<typeof TaskInput>;
+
+/** One validation problem as reported to callers: where, and what is wrong. */
+export type FieldIssue = { path: string; message: string };
+
+/**
+ * Deepest nesting accepted in a request body. Validation, serialization and every worker's parser
+ * recurse; a body of a million `[` would otherwise overflow a stack instead of getting a 400.
+ */
+export const MAX_DEPTH = 256;
+
+/** At most this many issues are reported: a body of 10,000 unknown keys should not echo them all. */
+const MAX_ISSUES = 20;
+const MAX_KEYS_LISTED = 10;
+
+/**
+ * Validate an enqueue request body (already parsed JSON) against `TaskInput` and the payload limit.
+ * Throws ValidationError (400) or PayloadTooLargeError (413); returns the input and the payload's
+ * serialized size.
+ */
+export function parseTaskInput(body: unknown, maxPayloadBytes: number): ValidInput {
+  if (depthExceeds(body, MAX_DEPTH)) {
+    throw new ValidationError(ErrorCodes.invalidRequest, `body nests deeper than ${MAX_DEPTH} levels`, [
+      { path: "", message: `nesting deeper than ${MAX_DEPTH} levels` },
+    ]);
+  }
+  const r = TaskInput.safeParse(body);
+  if (!r.success) {
+    const issues = r.error.issues.slice(0, MAX_ISSUES).map(toFieldIssue);
+    const fields = new Set(r.error.issues.map((i) => String(i.path[0] ?? "")));
+    const only = fields.size === 1 ? [...fields][0] : undefined;
+    const code =
+      only === "type"
+        ? ErrorCodes.invalidTaskType
+        : only === "priority"
+          ? ErrorCodes.invalidPriority
+          : ErrorCodes.invalidRequest;
+    const detail = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
+    throw new ValidationError(code, detail, issues);
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(r.data.payload ?? null));
+  if (bytes > maxPayloadBytes) {
+    throw new PayloadTooLargeError(`payload is ${bytes} bytes; the limit is ${maxPayloadBytes}`);
+  }
+  return r.data;
+}
+
+function toFieldIssue(i: z.core.$ZodIssue): FieldIssue {
+  const path = i.path.map(String).join(".");
+  // zod's union message ("Invalid input") says nothing about what a priority may be
+  if (path === "priority") {
+    return { path, message: `priority must be one of ${PRIORITIES.join(", ")}, or an integer 1-5` };
+  }
+  if (i.code === "unrecognized_keys") {
+    const more = i.keys.length > MAX_KEYS_LISTED ? `, … (${i.keys.length} in all)` : "";
+    return {
+      path,
+      message: `unknown field(s): ${i.keys.slice(0, MAX_KEYS_LISTED).map(short).join(", ")}${more}`,
+    };
+  }
+  return { path, message: i.message };
+}
+
+function short(key: string): string {
+  return key.length > 64 ? `${key.slice(0, 64)}…` : key;
+}
+
+/** True when `v` nests arrays/objects deeper than `max`; iterative so it cannot overflow itself. */
+export function depthExceeds(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== "object") continue;
+    if (d >= max) return true;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) {
+      if (c !== null && typeof c === "object") stack.push([c, d + 1]);
+    }
+  }
+  return false;
+}
