@@ -1,0 +1,253 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { exampleTasks } from "../../services/worker/examples/index.ts";
+import { names } from "../../shared/names.ts";
+import { KUBERNETES_VERSION, schemaErrors, strictFieldErrors } from "./support/k8s-schema.ts";
+import { type K8sObject, kustomizeBuild, parseYamlDocs, repoRoot } from "./support/kustomize.ts";
+import { envProblems, SERVICES, type ServiceName } from "./support/service-env.ts";
+
+// Offline checks of k8s/: what `kubectl apply -k` would send, validated as the API server would, and
+// held against the services' real config contracts.
+
+type Obj = K8sObject & { spec?: Record<string, unknown> };
+type Container = {
+  name: string;
+  args?: string[];
+  ports?: { name?: string; containerPort: number }[];
+  env?: {
+    name: string;
+    value?: string;
+    valueFrom?: {
+      fieldRef?: unknown;
+      secretKeyRef?: { name: string; key: string; optional?: boolean };
+      configMapKeyRef?: { name: string; key: string; optional?: boolean };
+    };
+  }[];
+  envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+  startupProbe?: Probe;
+};
+type Probe = { httpGet?: { path: string; port: string | number } };
+type PodSpec = { containers: Container[]; terminationGracePeriodSeconds?: number };
+
+const OVERLAYS = ["dev", "production", "production-keda"] as const;
+const builds = Object.fromEntries(
+  OVERLAYS.map((o) => [o, kustomizeBuild(join(repoRoot, "k8s/overlays", o)) as Obj[]]),
+) as Record<(typeof OVERLAYS)[number], Obj[]>;
+const label = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+const find = (objs: Obj[], kind: string, name: string) =>
+  objs.find((o) => o.kind === kind && o.metadata.name === name);
+const podSpec = (d: Obj) => (d.spec as { template: { spec: PodSpec } }).template.spec;
+const deployments = (objs: Obj[]) => objs.filter((o) => o.kind === "Deployment");
+const serviceOf = (c: Container) => c.args?.[0] as ServiceName;
+
+/** The env a container would see, with values a real pod would get (secrets: from the build or a stand-in). */
+function containerEnv(
+  objs: Obj[],
+  d: Obj,
+  c: Container,
+): { env: Record<string, string>; problems: string[] } {
+  const env: Record<string, string> = {};
+  const problems: string[] = [];
+  const data = (kind: string, name: string) => {
+    const o = find(objs, kind, name) as (Obj & { data?: Record<string, string> }) | undefined;
+    if (!o) return undefined;
+    if (kind === "Secret") {
+      const s = o as Obj & { stringData?: Record<string, string>; data?: Record<string, string> };
+      const decoded = Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]);
+      return { ...Object.fromEntries(decoded), ...(s.stringData ?? {}) } as Record<string, string>;
+    }
+    return o.data ?? {};
+  };
+  for (const from of c.envFrom ?? []) {
+    const ref = from.configMapRef ?? from.secretRef;
+    const kind = from.configMapRef ? "ConfigMap" : "Secret";
+    const values = ref && data(kind, ref.name);
+    if (!values) problems.push(`${label(d)}: envFrom ${kind} ${ref?.name} is not in the build`);
+    else Object.assign(env, values);
+  }
+  for (const e of c.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value;
+    else if (e.valueFrom?.fieldRef) env[e.name] = `${d.metadata.name}-7d9f8c6b5-x2x9z`;
+    else {
+      const ref = e.valueFrom?.secretKeyRef ?? e.valueFrom?.configMapKeyRef;
+      const kind = e.valueFrom?.secretKeyRef ? "Secret" : "ConfigMap";
+      if (!ref) {
+        problems.push(`${label(d)}: ${e.name} has no value`);
+        continue;
+      }
+      const values = data(kind, ref.name);
+      if (values && !(ref.key in values) && !ref.optional) {
+        problems.push(`${label(d)}: ${e.name} refers to missing key ${ref.name}.${ref.key}`);
+      }
+      // A Secret created outside the build (production) stands in with a plausible value.
+      const v = values ? values[ref.key] : ref.optional ? undefined : "external-secret-value";
+      if (v !== undefined) env[e.name] = v;
+    }
+  }
+  return { env, problems };
+}
+
+describe(`kubernetes manifests (k8s/overlays, validated against Kubernetes ${KUBERNETES_VERSION})`, () => {
+  it("every object of every overlay matches its API schema (CRDs: the KEDA and Prometheus Operator schemas)", async () => {
+    const errors: string[] = [];
+    for (const [overlay, objs] of Object.entries(builds)) {
+      for (const o of objs) {
+        const e = await schemaErrors(o);
+        if (e) errors.push(`${overlay} ${label(o)}: ${e}`);
+      }
+    }
+    expect(errors).toEqual([]);
+  });
+
+  it("no object carries a field its API does not define (what kubectl --validate=strict rejects)", () => {
+    const objs = [
+      ...new Map(
+        Object.values(builds)
+          .flat()
+          .map((o) => [JSON.stringify(o), o]),
+      ).values(),
+    ];
+    expect(strictFieldErrors(objs)).toEqual([]);
+  });
+
+  it("every container's environment is accepted by its service's envSchema and loadConfig", async () => {
+    const problems: string[] = [];
+    for (const [overlay, objs] of Object.entries(builds)) {
+      for (const d of deployments(objs)) {
+        for (const c of podSpec(d).containers) {
+          const svc = serviceOf(c);
+          expect(SERVICES, `${overlay} ${label(d)} runs ${svc}`).toContain(svc);
+          const { env, problems: p } = containerEnv(objs, d, c);
+          problems.push(...p, ...(await envProblems(svc, env)).map((x) => `${overlay} ${x}`));
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it("probes ask the services' real endpoints on the ports the services listen on", () => {
+    for (const objs of Object.values(builds)) {
+      for (const d of deployments(objs)) {
+        const c = podSpec(d).containers[0]!;
+        const { env } = containerEnv(objs, d, c);
+        const port = (p: Probe | undefined) => {
+          const named = c.ports?.find((x) => x.name === p?.httpGet?.port)?.containerPort;
+          return named ?? p?.httpGet?.port;
+        };
+        const svc = serviceOf(c);
+        const listen = Number(svc === "enqueue" ? env.HTTP_PORT : env.METRICS_PORT);
+        expect(listen, `${label(d)} listener`).toBeGreaterThan(0);
+        for (const p of [c.startupProbe, c.livenessProbe, c.readinessProbe]) {
+          expect(port(p), `${label(d)} probe port`).toBe(listen);
+        }
+        expect(c.livenessProbe?.httpGet?.path).toBe("/healthz");
+        expect(c.startupProbe?.httpGet?.path).toBe("/healthz");
+        expect(c.readinessProbe?.httpGet?.path).toBe("/readyz");
+        expect(c.ports?.find((x) => x.name === "metrics")?.containerPort).toBe(Number(env.METRICS_PORT));
+      }
+    }
+  });
+
+  it("a stopping pod can finish its drain: preStop + SHUTDOWN_GRACE_MS + 10 s fit in the grace period", () => {
+    for (const objs of Object.values(builds)) {
+      for (const d of deployments(objs)) {
+        const spec = podSpec(d);
+        const c = spec.containers[0]!;
+        const { env } = containerEnv(objs, d, c);
+        const cmd = c.lifecycle?.preStop?.exec?.command ?? [];
+        const preStopS = cmd[0] === "sleep" ? Number(cmd[1]) : 0;
+        const drainS = serviceOf(c) === "worker" ? Number(env.SHUTDOWN_GRACE_MS ?? 25_000) / 1000 : 5;
+        expect(spec.terminationGracePeriodSeconds, label(d)).toBeGreaterThanOrEqual(preStopS + drainS + 10);
+      }
+      const enqueue = podSpec(find(objs, "Deployment", "enqueue")!).containers[0]!;
+      expect(enqueue.lifecycle?.preStop?.exec?.command?.[0], "enqueue waits for endpoint removal").toBe(
+        "sleep",
+      );
+    }
+  });
+
+  it("autoscalers, disruption budgets, the Service and the PodMonitor point at pods the build creates", () => {
+    for (const [overlay, objs] of Object.entries(builds)) {
+      const podLabels = deployments(objs).map(
+        (d) =>
+          (d.spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels,
+      );
+      const selects = (sel: Record<string, string>) =>
+        podLabels.some((l) => Object.entries(sel).every(([k, v]) => l[k] === v));
+      for (const o of objs) {
+        const spec = o.spec as Record<string, { matchLabels?: Record<string, string> } | undefined>;
+        if (["PodDisruptionBudget", "PodMonitor"].includes(o.kind)) {
+          expect(selects(spec.selector?.matchLabels ?? {}), `${overlay} ${label(o)}`).toBe(true);
+        }
+        if (o.kind === "Service") {
+          expect(selects(spec.selector as unknown as Record<string, string>), `${overlay} ${label(o)}`).toBe(
+            true,
+          );
+        }
+        if (o.kind === "HorizontalPodAutoscaler" || o.kind === "ScaledObject") {
+          const ref = (o.spec as { scaleTargetRef: { kind?: string; name: string } }).scaleTargetRef;
+          expect(ref.kind ?? "Deployment").toBe("Deployment");
+          expect(find(objs, "Deployment", ref.name), `${overlay} ${label(o)} target`).toBeDefined();
+        }
+      }
+      const autoscalers = objs.filter((o) => ["HorizontalPodAutoscaler", "ScaledObject"].includes(o.kind));
+      expect(autoscalers.map(label), `${overlay}: exactly one autoscaler for the workers`).toHaveLength(1);
+    }
+  });
+
+  it("runs two dispatchers everywhere and R3 streams in production", () => {
+    for (const objs of Object.values(builds)) {
+      expect(
+        (find(objs, "Deployment", "dispatcher")!.spec as { replicas: number }).replicas,
+      ).toBeGreaterThanOrEqual(2);
+    }
+    for (const overlay of ["production", "production-keda"] as const) {
+      const cm = find(builds[overlay], "ConfigMap", "sluice-config") as Obj & {
+        data: Record<string, string>;
+      };
+      expect(cm.data.SLUICE_REPLICAS).toBe("3");
+    }
+  });
+
+  it("the HPA scales on backlog per worker and CPU, and its External metric comes from an adapter rule", () => {
+    const hpa = find(builds.production, "HorizontalPodAutoscaler", "worker")!;
+    const spec = hpa.spec as {
+      metrics: { type: string; external?: { metric: { name: string }; target: { type: string } } }[];
+      behavior: { scaleDown: { stabilizationWindowSeconds: number } };
+    };
+    expect(spec.metrics.map((m) => m.type).sort()).toEqual(["External", "Resource"]);
+    const external = spec.metrics.find((m) => m.type === "External")!.external!;
+    expect(external.target.type, "per-worker value").toBe("AverageValue");
+    expect(spec.behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(60);
+    const adapter = parseYamlDocs(
+      readFileSync(join(repoRoot, "k8s/prometheus-adapter/values.yaml"), "utf8"),
+    )[0] as {
+      rules: { external: { seriesQuery: string; name: { as: string } }[] };
+    };
+    const rule = adapter.rules.external.find((r) => r.name.as === external.metric.name);
+    expect(rule, `adapter rule producing ${external.metric.name}`).toBeDefined();
+    expect(rule!.seriesQuery).toMatch(/^sluice_queue_depth\{/);
+  });
+
+  it("KEDA reads each built-in type's work consumer, named as shared/names.ts names it", () => {
+    const so = find(builds["production-keda"], "ScaledObject", "worker")!;
+    const triggers = (so.spec as { triggers: { type: string; metadata: Record<string, string> }[] }).triggers;
+    const n = names("sluice");
+    const nats = triggers.filter((t) => t.type === "nats-jetstream");
+    const defs = exampleTasks({ webhookSigningSecret: "x" });
+    expect(nats.map((t) => t.metadata.consumer).sort()).toEqual(
+      defs.map((d) => n.workConsumer(d.type)).sort(),
+    );
+    expect(n.workConsumer("noop")).toBe("w_noop_bd9b6f");
+    for (const t of nats) {
+      const def = defs.find((d) => n.workConsumer(d.type) === t.metadata.consumer)!;
+      expect(t.metadata.stream).toBe(n.workStream);
+      // One worker's slots for the type: see the comment in k8s/components/keda/scaledobject.yaml.
+      expect(Number(t.metadata.lagThreshold), def.type).toBe(def.concurrency);
+    }
+  });
+});
