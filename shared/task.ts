@@ -62,6 +62,22 @@ export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const MAX_ATTEMPTS = 100;
 export const IDEMPOTENCY_KEY_MAX = 256;
 
+/** Longest delay a task may be scheduled ahead: 30 days. */
+export const MAX_DELAY_MS = 30 * 24 * 60 * 60 * 1000;
+export const CONCURRENCY_KEY_MAX = 128;
+
+/** Retry backoff: `fixed` waits `delayMs` every time; `exponential` doubles it per attempt up to `maxDelayMs`, with jitter. */
+export const Backoff = z.strictObject({
+  type: z.enum(["fixed", "exponential"]),
+  /** First (or every, for fixed) wait, ms. */
+  delayMs: z.number().int().min(0).max(MAX_DELAY_MS),
+  /** Cap of an exponential wait, ms (default 1 h). */
+  maxDelayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional(),
+  /** Random spread, 0–1, applied as ±jitter/2 of the wait (default 0.2 for exponential, 0 for fixed). */
+  jitter: z.number().min(0).max(1).optional(),
+});
+export type Backoff = z.output<typeof Backoff>;
+
 /** Body of `POST /v1/tasks` and of a `<prefix>.enqueue` request. */
 export const TaskInput = z.strictObject({
   type: TaskType,
@@ -70,6 +86,13 @@ export const TaskInput = z.strictObject({
   idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_MAX).optional(),
   timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).optional(),
   maxAttempts: z.number().int().min(1).max(MAX_ATTEMPTS).optional(),
+  backoff: Backoff.optional(),
+  /** Run no earlier than this many ms from now (status `scheduled`; at most 30 days). */
+  delayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional(),
+  /** Run no earlier than this time (ISO 8601 or epoch ms; at most 30 days ahead). */
+  runAt: z.union([z.iso.datetime({ offset: true }), z.number().int().positive()]).optional(),
+  /** Fairness key (a tenant, a user): tasks with the same key share a per-key concurrency limit. */
+  concurrencyKey: z.string().min(1).max(CONCURRENCY_KEY_MAX).optional(),
 });
 export type TaskInput = z.input<typeof TaskInput>;
 
@@ -97,6 +120,14 @@ export type TaskMessage = {
   idempotencyKey?: string;
   timeoutMs?: number;
   maxAttempts?: number;
+  backoff?: Backoff;
+  concurrencyKey?: string;
+  /** Number of the attempt this message starts: 1 for a new task, n+1 for the retry after attempt n. */
+  attempt?: number;
+  /** Epoch ms before which it must not run (delayed tasks and retries). */
+  runAt?: number;
+  /** Id of the dead task this one replays (DLQ replay keeps the history link). */
+  replayOf?: string;
 };
 
 /** A dispatched task on the work stream: the task plus when and by whom it was dispatched. */
@@ -130,6 +161,17 @@ export type TaskState = {
   progress?: TaskProgress;
   result?: unknown;
   error?: TaskError;
+  concurrencyKey?: string;
+  /** When a `scheduled` or `retrying` task is due, epoch ms. */
+  runAt?: number;
+  /** Last checkpoint a handler saved (`ctx.checkpoint`), handed back on resume and retry. */
+  checkpoint?: unknown;
+  /** The task message, kept while the task is `paused` or `dead` so it can be resumed or replayed. */
+  task?: TaskMessage;
+  /** Id of the dead task this one replays. */
+  replayOf?: string;
+  /** Id of the task that replayed this dead one. */
+  replayedBy?: string;
 };
 
 /** A new task id: random, URL-safe, sortable enough for humans to tell apart. */
@@ -157,6 +199,17 @@ export function toTaskMessage(input: z.output<typeof TaskInput>, now: number): T
   if (input.idempotencyKey !== undefined) msg.idempotencyKey = input.idempotencyKey;
   if (input.timeoutMs !== undefined) msg.timeoutMs = input.timeoutMs;
   if (input.maxAttempts !== undefined) msg.maxAttempts = input.maxAttempts;
+  if (input.backoff !== undefined) msg.backoff = input.backoff;
+  if (input.concurrencyKey !== undefined) msg.concurrencyKey = input.concurrencyKey;
+  const runAt =
+    input.runAt !== undefined
+      ? typeof input.runAt === "number"
+        ? input.runAt
+        : Date.parse(input.runAt)
+      : input.delayMs !== undefined
+        ? now + input.delayMs
+        : undefined;
+  if (runAt !== undefined && runAt > now) msg.runAt = runAt;
   return msg;
 }
 
@@ -174,5 +227,8 @@ export function initialState(msg: TaskMessage, status: TaskStatus = "queued"): T
   if (msg.maxAttempts !== undefined) s.maxAttempts = msg.maxAttempts;
   if (msg.timeoutMs !== undefined) s.timeoutMs = msg.timeoutMs;
   if (msg.idempotencyKey !== undefined) s.idempotencyKey = msg.idempotencyKey;
+  if (msg.concurrencyKey !== undefined) s.concurrencyKey = msg.concurrencyKey;
+  if (msg.runAt !== undefined) s.runAt = msg.runAt;
+  if (msg.replayOf !== undefined) s.replayOf = msg.replayOf;
   return s;
 }

@@ -123,16 +123,23 @@ export async function ensureTypeConsumers(
         description: `dispatcher reads ${p} ${type}`,
       }),
     ),
-    ensureConsumer(jsm, n.workStream, {
-      durable_name: n.workConsumer(type),
-      filter_subject: n.workSubject(type),
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: nanos(o.workAckWaitMs ?? WORK_ACK_WAIT_MS),
-      deliver_policy: DeliverPolicy.All,
-      max_ack_pending: 100_000,
-      max_waiting: 4096,
-      description: `workers run ${type}`,
-    }),
+    // Only workers pass an ack wait (it is theirs to choose); others create the consumer if missing
+    // and leave an existing one as it is.
+    ensureConsumer(
+      jsm,
+      n.workStream,
+      {
+        durable_name: n.workConsumer(type),
+        filter_subject: n.workSubject(type),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(o.workAckWaitMs ?? WORK_ACK_WAIT_MS),
+        deliver_policy: DeliverPolicy.All,
+        max_ack_pending: 100_000,
+        max_waiting: 4096,
+        description: `workers run ${type}`,
+      },
+      { updateExisting: o.workAckWaitMs !== undefined },
+    ),
   ]);
 }
 
@@ -164,10 +171,16 @@ async function ensureStream(
 
 type ConsumerCfg = Parameters<JetStreamManager["consumers"]["add"]>[1] & { durable_name: string };
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: ConsumerCfg): Promise<void> {
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  cfg: ConsumerCfg,
+  o: { updateExisting?: boolean } = {},
+): Promise<void> {
   try {
     const info = await jsm.consumers.info(stream, cfg.durable_name);
     const c = info.config;
+    if (o.updateExisting === false) return;
     if (
       c.ack_wait !== cfg.ack_wait ||
       c.max_ack_pending !== cfg.max_ack_pending ||
