@@ -13,6 +13,7 @@ export const ErrorCodes = {
   taskNotFound: "task_not_found",
   conflict: "conflict",
   unavailable: "unavailable",
+  queueFull: "queue_full",
   internal: "internal_error",
   // handler outcomes recorded in task state
   handlerFailed: "handler_failed",
@@ -20,6 +21,11 @@ export const ErrorCodes = {
   invalidPayload: "invalid_payload",
   unknownTaskType: "unknown_task_type",
   workerLost: "worker_lost",
+  cancelled: "cancelled",
+  taskFinal: "task_final",
+  taskNotRunning: "task_not_running",
+  taskNotPaused: "task_not_paused",
+  notDead: "task_not_dead",
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -77,6 +83,16 @@ export class UnavailableError extends SluiceError {
   }
 }
 
+/** 429: the type's queue holds `maxDepth` tasks already; nothing was written, retry after `retryAfterS`. */
+export class QueueFullError extends SluiceError {
+  override name = "QueueFullError";
+  readonly retryAfterS: number;
+  constructor(message: string, opts: { retryAfterS?: number } = {}) {
+    super(ErrorCodes.queueFull, message, { status: 429 });
+    this.retryAfterS = opts.retryAfterS ?? 1;
+  }
+}
+
 /**
  * Thrown by a handler to fail a task without retrying it (bad input that will never succeed).
  * Mirrors BullMQ's UnrecoverableError.
@@ -87,6 +103,34 @@ export class NonRetryableError extends Error {
   constructor(message: string, opts: { code?: string; cause?: unknown } = {}) {
     super(message, { cause: opts.cause });
     this.code = opts.code ?? ErrorCodes.handlerFailed;
+  }
+}
+
+/**
+ * Thrown by a handler when the service it calls said "slow down" (HTTP 429, an LLM provider's rate
+ * limit): the task is rescheduled after `retryAfterMs` without counting an attempt, and the dispatcher
+ * holds back the whole type for that long. Mirrors BullMQ's RateLimitError.
+ */
+export class RateLimitedError extends Error {
+  override name = "RateLimitedError";
+  /** How long to wait before trying this type again, ms. */
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number, message = `rate limited; retry after ${retryAfterMs} ms`) {
+    super(message);
+    this.retryAfterMs = Math.max(0, Math.floor(retryAfterMs));
+  }
+}
+
+/** True for a handler's rate-limit signal. */
+export function isRateLimited(err: unknown): err is RateLimitedError {
+  return err instanceof RateLimitedError;
+}
+
+/** 409: the request conflicts with the task's current status. */
+export class ConflictError extends SluiceError {
+  override name = "ConflictError";
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(code, message, { status: 409, details });
   }
 }
 

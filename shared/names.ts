@@ -35,6 +35,19 @@ export function names(prefix: string) {
     workersBucket: `${bucketPrefix}-workers`,
     /** KV bucket: leases for leader-elected singletons inside the dispatcher. */
     leasesBucket: `${bucketPrefix}-leases`,
+    /** KV bucket: task type → queue config (pause, limits, fairness; shared/queues.ts). */
+    queuesBucket: `${bucketPrefix}-queues`,
+    /** KV bucket: task id → a pending control signal (cancel, pause) for whoever holds the task. */
+    signalsBucket: `${bucketPrefix}-signals`,
+    /** Stream of dead tasks (limits retention, kept as long as dead records), one subject per type. */
+    dlqStream: `${up}_DLQ`,
+    dlqSubjectAll: `${prefix}.dlq.>`,
+    dlqSubject: (type: string) => `${prefix}.dlq.${type}`,
+    /** Core NATS: a handler reported a rate limit; the dispatcher holds the type back. */
+    throttleSubject: (type: string) => `${prefix}.throttle.${type}`,
+    throttleSubjectAll: `${prefix}.throttle.>`,
+    /** Core NATS request/reply of the control API: `<prefix>.api.<resource>.<action>`. */
+    apiSubject: (resource: string, action: string) => `${prefix}.api.${resource}.${action}`,
     /** Core NATS request/reply subject of the enqueue service. */
     enqueueSubject: `${prefix}.enqueue`,
     /** Core NATS: a worker tells the dispatcher that slots of a type freed up. */

@@ -128,6 +128,8 @@ export type TaskMessage = {
   runAt?: number;
   /** Id of the dead task this one replays (DLQ replay keeps the history link). */
   replayOf?: string;
+  /** Set on a paused task put back by resume: the worker loads its checkpoint. */
+  resumed?: boolean;
 };
 
 /** A dispatched task on the work stream: the task plus when and by whom it was dispatched. */

@@ -1,29 +1,38 @@
 import type { KV } from "@nats-io/kv";
-import { ErrorCodes, isNonRetryable } from "../../shared/errors.ts";
+import { ErrorCodes, isNonRetryable, isRateLimited } from "../../shared/errors.ts";
 import { Headers } from "../../shared/headers.ts";
 import type { Logger } from "../../shared/logger.ts";
+import type { Names } from "../../shared/names.ts";
 import type { Delivery } from "../../shared/nats/delivery.ts";
 import type { AckedPublisher } from "../../shared/nats/publisher.ts";
+import type { SignalWatcher } from "../../shared/signals.ts";
 import {
   isFinal,
   type TaskError,
+  type TaskMessage,
   type TaskState,
   type TaskStatus,
-  type WorkMessage,
 } from "../../shared/task.ts";
+import { givenUpStatus, Recorder } from "./recorder.ts";
+import { decideRetry, type RetryPolicy } from "./retry-policy.ts";
 import type { AbortReason, TaskContext, TaskDefinition } from "./sdk.ts";
 
 /** What an execution needs from its worker. */
 export type ExecutionDeps = {
   workerId: string;
-  stateBucket: string;
+  names: Names;
   state: KV;
   publisher: AckedPublisher;
   log: Logger;
+  signals: SignalWatcher;
   runningWriteAfterMs: number;
   maxResultBytes: number;
-  /** How long a handler that ignores its aborted signal keeps its slot, ms. */
+  /** How long a handler gets to return after its signal was aborted (cancel, pause, shutdown), ms. */
   abortGraceMs: number;
+  /** The retry policy of a task: its own settings, else its queue's, else its definition's. */
+  policy: (def: TaskDefinition, msg: TaskMessage) => RetryPolicy;
+  /** A handler reported a rate limit: hold the type back. */
+  onRateLimited: (type: string, retryAfterMs: number) => void;
 };
 
 /** Called once per execution when its slot may take the next task (the handler is done; the final write may not be). */
@@ -32,14 +41,20 @@ export type SlotRelease = () => void;
 /** How an execution ended, for the worker's accounting. */
 export type Outcome = TaskStatus | "redelivered" | "skipped";
 
+type HandlerResult = { result: unknown } | { error: unknown };
+
 const decoder = new TextDecoder();
-const encoder = new TextEncoder();
 const PROGRESS_WRITE_MS = 500;
 const MAX_ERROR_MESSAGE = 2048;
 
 /**
- * One attempt of one task on this worker: parse, check, run the handler under its timeout and signal,
- * record the outcome in the state bucket, and only then ack the work message.
+ * One attempt of one task on this worker: parse, check signals and history, run the handler under its
+ * timeout and signal, then record the outcome (completed, retrying, dead, cancelled, paused) and only
+ * then ack the work message.
+ *
+ * Attempts: a message carries the attempt it starts (`attempt`, 1 for a new task); every redelivery of
+ * the same message after a worker crash is one more attempt, so a task that kills its worker each time
+ * runs out of attempts and ends dead instead of looping.
  */
 export class Execution {
   readonly delivery: Delivery;
@@ -47,9 +62,11 @@ export class Execution {
   readonly #deps: ExecutionDeps;
   readonly #def: TaskDefinition;
   readonly #controller = new AbortController();
-  #msg: WorkMessage | undefined;
+  #rec: Recorder;
+  #msg: TaskMessage | undefined;
   #base: TaskState | undefined;
   #progress: TaskState["progress"];
+  #checkpoint: unknown;
   #runningWritten = false;
   #progressTimer: NodeJS.Timeout | undefined;
   #done = false;
@@ -60,13 +77,10 @@ export class Execution {
     this.#def = def;
     this.delivery = delivery;
     this.#release = release;
-  }
-
-  /** Free the slot (once). The final write and ack may still be under way: they do not need a slot. */
-  #freeSlot(): void {
-    const r = this.#release;
-    this.#release = undefined;
-    r?.();
+    this.#rec = new Recorder(
+      { publisher: deps.publisher, names: deps.names, workerId: deps.workerId },
+      delivery,
+    );
   }
 
   /** Task id once parsed. */
@@ -74,25 +88,40 @@ export class Execution {
     return this.#msg?.id;
   }
 
-  /** Abort the handler (shutdown, cancellation). */
+  /** The task's fairness key, if it has one. */
+  get concurrencyKey(): string | undefined {
+    return this.#msg?.concurrencyKey;
+  }
+
+  /** Abort the handler (shutdown, cancellation, pause). */
   abort(reason: AbortReason): void {
     this.#controller.abort(reason);
   }
 
-  /** Run to the end (final state stored and acked, or handed back). Never rejects. */
+  /** Run to the end (outcome stored and acked, or handed back). Never rejects. */
   async run(): Promise<Outcome> {
     try {
       return await this.#run();
+    } catch (err) {
+      this.#deps.log.error({ err, taskId: this.#msg?.id }, "execution failed unexpectedly; task handed back");
+      this.delivery.nak(1000);
+      return "redelivered";
     } finally {
       this.#freeSlot();
     }
   }
 
+  #freeSlot(): void {
+    const r = this.#release;
+    this.#release = undefined;
+    r?.();
+  }
+
   async #run(): Promise<Outcome> {
     const d = this.delivery;
-    let msg: WorkMessage;
+    let msg: TaskMessage;
     try {
-      msg = JSON.parse(decoder.decode(d.data)) as WorkMessage;
+      msg = JSON.parse(decoder.decode(d.data)) as TaskMessage;
       if (typeof msg.id !== "string" || typeof msg.type !== "string") throw new Error("not a task message");
     } catch (err) {
       // nothing to record a state under: drop it loudly rather than redeliver it forever
@@ -105,30 +134,49 @@ export class Execution {
     }
     this.#msg = msg;
     const log = this.#deps.log.child({ taskId: msg.id, type: msg.type });
-    if (d.deliveryCount > 1) {
-      // a redelivery: the previous attempt may have finished and died before its ack landed
-      const prior = await this.#readState(msg.id);
-      if (prior && isFinal(prior.status)) {
-        d.ack();
-        return "skipped";
-      }
-    }
+    const attempt = (msg.attempt ?? 1) + d.deliveryCount - 1;
     const dispatchedAt = Number(d.headers?.get(Headers.dispatchedAt)) || d.storedAtMs;
     this.#base = {
       id: msg.id,
       type: msg.type,
       priority: msg.priority,
       status: "running",
-      attempts: d.deliveryCount,
+      attempts: attempt,
       enqueuedAt: msg.enqueuedAt,
       dispatchedAt,
       startedAt: this.startedAt,
       updatedAt: this.startedAt,
       workerId: this.#deps.workerId,
     };
-    if (msg.maxAttempts !== undefined) this.#base.maxAttempts = msg.maxAttempts;
-    if (msg.timeoutMs !== undefined) this.#base.timeoutMs = msg.timeoutMs;
-    if (msg.idempotencyKey !== undefined) this.#base.idempotencyKey = msg.idempotencyKey;
+    for (const k of ["maxAttempts", "timeoutMs", "idempotencyKey", "concurrencyKey", "replayOf"] as const)
+      if (msg[k] !== undefined) (this.#base as Record<string, unknown>)[k] = msg[k];
+
+    // a signal sent before the task got here
+    const signal = this.#deps.signals.get(msg.id);
+    if (signal?.action === "cancel") return this.#cancelled();
+    // a redelivery, a retry or a resumed task: its record has history (a checkpoint, or a finished attempt
+    // whose ack was lost); a first delivery of a new task has none worth a read on the hot path
+    if (d.deliveryCount > 1 || attempt > 1 || msg.resumed) {
+      const prior = await this.#readState(msg.id);
+      if (prior && isFinal(prior.status)) {
+        this.#rec.ack();
+        return "skipped";
+      }
+      if (prior?.status === "retrying" && prior.attempts >= attempt) {
+        // this attempt already failed and was handed to the scheduler before its ack was lost
+        this.#rec.ack();
+        return "skipped";
+      }
+      if (prior?.checkpoint !== undefined) this.#checkpoint = prior.checkpoint;
+    }
+    const policy = this.#deps.policy(this.#def, msg);
+    if (attempt > policy.maxAttempts) {
+      return this.#giveUp(policy, {
+        code: ErrorCodes.workerLost,
+        message: `attempt ${attempt} of ${policy.maxAttempts}: the worker running it died every time`,
+      });
+    }
+    if (signal?.action === "pause") return this.#paused();
 
     const parsed = this.#def.payload.safeParse(msg.payload);
     if (!parsed.success) {
@@ -136,7 +184,7 @@ export class Execution {
         .slice(0, 5)
         .map((i) => `${i.path.join(".") || "payload"}: ${i.message}`)
         .join("; ");
-      return this.#finish("failed", { error: { code: ErrorCodes.invalidPayload, message: detail } });
+      return this.#giveUp(policy, { code: ErrorCodes.invalidPayload, message: detail });
     }
 
     const runningTimer =
@@ -145,14 +193,12 @@ export class Execution {
         : (this.#writeRunning(), undefined);
     const timeoutMs = msg.timeoutMs ?? this.#def.timeoutMs;
     const timeout = setTimeout(() => this.#controller.abort("timeout" satisfies AbortReason), timeoutMs);
-    const signal = this.#controller.signal;
+    const ctrl = this.#controller.signal;
     const aborted = new Promise<{ aborted: AbortReason }>((resolve) =>
-      signal.addEventListener("abort", () => resolve({ aborted: signal.reason as AbortReason }), {
-        once: true,
-      }),
+      ctrl.addEventListener("abort", () => resolve({ aborted: ctrl.reason as AbortReason }), { once: true }),
     );
-    const handler = Promise.resolve()
-      .then(() => this.#def.handler(parsed.data, this.#context(log, d.deliveryCount)))
+    const handler: Promise<HandlerResult> = Promise.resolve()
+      .then(() => this.#def.handler(parsed.data, this.#context(log, attempt)))
       .then(
         (result) => ({ result }),
         (error: unknown) => ({ error }),
@@ -161,50 +207,60 @@ export class Execution {
     clearTimeout(timeout);
     if (runningTimer) clearTimeout(runningTimer);
 
-    let outcome: Outcome;
     if ("aborted" in first) {
-      outcome = await this.#onAbort(first.aborted, timeoutMs);
-      // keep the slot until the handler lets go, or the grace runs out
-      const grace = new Promise((r) => setTimeout(r, this.#deps.abortGraceMs).unref());
-      if ((await Promise.race([handler.then(() => true), grace.then(() => false)])) === false)
-        log.error(
-          { graceMs: this.#deps.abortGraceMs },
-          "handler ignored its aborted signal; slot released anyway",
-        );
-      return outcome;
+      const settled = this.#afterAbort(handler, log);
+      switch (first.aborted) {
+        case "timeout":
+          // recorded at once, whatever the handler does with its signal
+          return this.#failed(
+            policy,
+            attempt,
+            { code: ErrorCodes.timedOut, message: `timed out after ${timeoutMs} ms` },
+            true,
+          );
+        case "cancelled":
+          await settled;
+          return this.#cancelled();
+        case "paused":
+          await settled;
+          return this.#paused();
+        default:
+          await settled;
+          return this.#handBack();
+      }
     }
-    if ("error" in first) return this.#finish("failed", { error: toTaskError(first.error) });
+    this.#freeSlot();
+    if ("error" in first) {
+      const err = first.error;
+      if (isRateLimited(err)) return this.#rateLimited(err.retryAfterMs);
+      return this.#failed(policy, attempt, toTaskError(err), !isNonRetryable(err));
+    }
     let encoded: string | undefined;
     try {
       encoded = JSON.stringify(first.result ?? null);
     } catch {
-      return this.#finish("failed", {
-        error: { code: "invalid_result", message: "result is not JSON-serialisable" },
-      });
+      return this.#giveUp(policy, { code: "invalid_result", message: "result is not JSON-serialisable" });
     }
     if (encoded !== undefined && Buffer.byteLength(encoded) > this.#deps.maxResultBytes) {
-      return this.#finish("failed", {
-        error: { code: "result_too_large", message: `result over ${this.#deps.maxResultBytes} bytes` },
+      return this.#giveUp(policy, {
+        code: "result_too_large",
+        message: `result over ${this.#deps.maxResultBytes} bytes`,
       });
     }
-    return this.#finish("completed", { result: first.result ?? null });
+    return this.#final("completed", { result: first.result ?? null });
   }
 
-  async #onAbort(reason: AbortReason, timeoutMs: number): Promise<Outcome> {
-    if (reason === "timeout")
-      return this.#finish("timed_out", {
-        error: { code: ErrorCodes.timedOut, message: `timed out after ${timeoutMs} ms` },
-      });
-    // shutdown: hand the task back for another worker; the record goes back to queued
-    this.#done = true;
-    clearTimeout(this.#progressTimer);
-    const base = this.#base!;
-    const back: TaskState = { ...base, status: "queued", updatedAt: Date.now() };
-    delete back.startedAt;
-    delete back.workerId;
-    await this.#put(back).catch(() => undefined);
-    this.delivery.nak();
-    return "redelivered";
+  /** Free the slot once the handler lets go of it, or after the grace time. */
+  #afterAbort(handler: Promise<HandlerResult>, log: Logger): Promise<void> {
+    const grace = new Promise<false>((r) => setTimeout(() => r(false), this.#deps.abortGraceMs).unref());
+    return Promise.race([handler.then(() => true), grace]).then((returned) => {
+      if (!returned)
+        log.error(
+          { graceMs: this.#deps.abortGraceMs },
+          "handler ignored its aborted signal; slot released anyway",
+        );
+      this.#freeSlot();
+    });
   }
 
   #context(log: Logger, attempt: number): TaskContext {
@@ -216,7 +272,14 @@ export class Execution {
       attempt,
       signal: this.#controller.signal,
       log,
+      lastCheckpoint: this.#checkpoint,
       working: () => this.delivery.working(),
+      checkpoint: async (state) => {
+        if (this.#done) return;
+        this.#checkpoint = state === undefined ? null : JSON.parse(JSON.stringify(state));
+        this.#runningWritten = true;
+        await this.#rec.put(this.#snapshot("running"));
+      },
       progress: (percent, message) => {
         const p = Math.max(0, Math.min(100, Number(percent) || 0));
         this.#progress = message === undefined ? { percent: p } : { percent: p, message: String(message) };
@@ -233,51 +296,101 @@ export class Execution {
     };
   }
 
+  #snapshot(status: TaskStatus, extra: Partial<TaskState> = {}): TaskState {
+    const s: TaskState = { ...this.#base!, status, updatedAt: Date.now(), ...extra };
+    if (this.#progress) s.progress = this.#progress;
+    if (this.#checkpoint !== undefined) s.checkpoint = this.#checkpoint;
+    return s;
+  }
+
   #writeRunning(force = false): void {
     if (this.#done || (this.#runningWritten && !force)) return;
     this.#runningWritten = true;
-    const s: TaskState = { ...this.#base!, updatedAt: Date.now() };
-    if (this.#progress) s.progress = this.#progress;
     // not awaited: the final write follows on the same connection and so lands after it
-    this.#put(s).catch((err) => this.#deps.log.warn({ err, taskId: s.id }, "running state not written"));
+    this.#rec
+      .put(this.#snapshot("running"))
+      .catch((err) => this.#deps.log.warn({ err }, "running state not written"));
   }
 
-  async #finish(status: TaskStatus, extra: { result?: unknown; error?: TaskError }): Promise<Outcome> {
+  #stop(): void {
     this.#done = true;
     clearTimeout(this.#progressTimer);
-    const now = Date.now();
-    const s: TaskState = { ...this.#base!, status, finishedAt: now, updatedAt: now };
-    if (this.#progress) s.progress = this.#progress;
-    if (extra.result !== undefined) s.result = extra.result;
-    if (extra.error) s.error = extra.error;
-    // The ack must follow a stored final state: keep trying (NATS may be reconnecting) while telling the
-    // server the task is alive, and give it back only if that fails for good.
-    for (let i = 0; ; i++) {
-      try {
-        await this.#put(s);
-        break;
-      } catch (err) {
-        if (i >= 12) {
-          this.#deps.log.error(
-            { err, taskId: s.id },
-            "final state not stored; task handed back for redelivery",
-          );
-          this.delivery.nak(1000);
-          return "redelivered";
-        }
-        this.delivery.working();
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** i, 2000)));
-      }
-    }
-    this.delivery.ack();
-    return status;
   }
 
-  #put(s: TaskState): Promise<unknown> {
-    return this.#deps.publisher.publish(
-      `$KV.${this.#deps.stateBucket}.${s.id}`,
-      encoder.encode(JSON.stringify(s)),
-    );
+  async #final(status: TaskStatus, extra: { result?: unknown; error?: TaskError }): Promise<Outcome> {
+    this.#stop();
+    const ok = await this.#rec.final(this.#snapshot(status, { finishedAt: Date.now(), ...extra }));
+    return ok ? status : "redelivered";
+  }
+
+  /** A failed attempt: retry after the backoff, or give up. */
+  async #failed(
+    policy: RetryPolicy,
+    attempt: number,
+    error: TaskError,
+    retryable: boolean,
+  ): Promise<Outcome> {
+    const decision = decideRetry(policy, attempt, retryable);
+    if (!decision.retry) return this.#giveUp(policy, error);
+    this.#stop();
+    const dueAt = Date.now() + decision.delayMs;
+    const next: TaskMessage = { ...this.#msg!, attempt: attempt + 1 };
+    delete next.resumed;
+    const s = this.#snapshot("retrying", { error, runAt: dueAt });
+    delete s.workerId;
+    const ok = await this.#rec.retry(s, next, dueAt);
+    return ok ? "retrying" : "redelivered";
+  }
+
+  /** No more attempts: a dead letter (default), or `failed`/`timed_out` for types that keep none. */
+  async #giveUp(policy: RetryPolicy, error: TaskError): Promise<Outcome> {
+    this.#stop();
+    const now = Date.now();
+    if (!policy.deadLetter) return this.#final(givenUpStatus(error), { error });
+    const ok = await this.#rec.dead(this.#snapshot("dead", { finishedAt: now, error }), this.#msg!, error);
+    return ok ? "dead" : "redelivered";
+  }
+
+  /** Rescheduled after the service's retry-after, without counting an attempt. */
+  async #rateLimited(retryAfterMs: number): Promise<Outcome> {
+    this.#stop();
+    this.#deps.onRateLimited(this.#msg!.type, retryAfterMs);
+    const dueAt = Date.now() + retryAfterMs;
+    const next: TaskMessage = { ...this.#msg!, attempt: this.#base!.attempts };
+    const s = this.#snapshot("retrying", {
+      runAt: dueAt,
+      attempts: this.#base!.attempts - 1,
+      error: { code: "rate_limited", message: `rate limited; retry after ${retryAfterMs} ms` },
+    });
+    delete s.workerId;
+    // same attempt number again: the scheduler's msg id must differ from the first scheduling of it
+    const ok = await this.#rec.retry(s, next, dueAt, `${next.id}:rl${this.delivery.streamSeq}`);
+    return ok ? "retrying" : "redelivered";
+  }
+
+  async #cancelled(): Promise<Outcome> {
+    return this.#final("cancelled", {
+      error: { code: ErrorCodes.cancelled, message: "cancelled on request" },
+    });
+  }
+
+  async #paused(): Promise<Outcome> {
+    this.#stop();
+    const s = this.#snapshot("paused", { task: this.#msg! });
+    delete s.workerId;
+    const ok = await this.#rec.final(s);
+    return ok ? "paused" : "redelivered";
+  }
+
+  async #handBack(): Promise<Outcome> {
+    this.#stop();
+    const s = this.#snapshot("queued");
+    delete s.startedAt;
+    delete s.workerId;
+    const task: TaskMessage = { ...this.#msg!, attempt: this.#base!.attempts };
+    if (this.#checkpoint !== undefined) task.resumed = true;
+    await this.#rec.handBack(s, task);
+    return "redelivered";
   }
 
   async #readState(id: string): Promise<TaskState | undefined> {

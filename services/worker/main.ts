@@ -29,6 +29,7 @@ try {
     jsm: topo.jsm,
     state: topo.state,
     workers: topo.workers,
+    signals: topo.signals,
     names: n,
     config,
     definitions,

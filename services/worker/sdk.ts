@@ -1,9 +1,9 @@
 import type { z } from "zod";
 import type { Logger } from "../../shared/logger.ts";
 import type { Priority } from "../../shared/priority.ts";
-import { TASK_TYPE_MAX, TASK_TYPE_RE } from "../../shared/task.ts";
+import { Backoff, MAX_ATTEMPTS, TASK_TYPE_MAX, TASK_TYPE_RE } from "../../shared/task.ts";
 
-export { NonRetryableError } from "../../shared/errors.ts";
+export { NonRetryableError, RateLimitedError } from "../../shared/errors.ts";
 
 /**
  * The worker SDK: what a user writes to define a task type. Handlers are plain async functions; the
@@ -29,6 +29,22 @@ export type TaskContext = {
   working(): void;
   /** Logger bound to this task (`taskId`, `type`); never log secrets or whole payloads. */
   readonly log: Logger;
+  /**
+   * Persist how far the task got (e.g. the last page parsed); resolves once stored. A resumed task and a
+   * retry after a crash or failure receive it as `lastCheckpoint`. Must be JSON.
+   */
+  checkpoint(state: unknown): Promise<void>;
+  /** The last checkpoint saved by an earlier attempt or before a pause, if any. */
+  readonly lastCheckpoint: unknown;
+};
+
+/** Default retry policy: 3 attempts, exponential backoff from 1 s, capped at 1 h, ±10% jitter. */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+export const DEFAULT_BACKOFF: Backoff = {
+  type: "exponential",
+  delayMs: 1000,
+  maxDelayMs: 3_600_000,
+  jitter: 0.2,
 };
 
 /** A task type's definition. */
@@ -41,6 +57,12 @@ export type TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> = {
   readonly concurrency: number;
   /** Default timeout of one attempt, ms (default 5 min); a task may ask for its own. */
   readonly timeoutMs: number;
+  /** Attempts before a failing task is given up (default 3); a task or the queue config may override. */
+  readonly maxAttempts: number;
+  /** Wait between attempts (default exponential from 1 s). */
+  readonly backoff: Backoff;
+  /** Give up into the dead-letter stream (`dead`, default) or just record `failed`/`timed_out`. */
+  readonly deadLetter: boolean;
   readonly handler: (payload: z.output<S>, ctx: TaskContext) => Promise<R>;
 };
 
@@ -52,6 +74,12 @@ export type DefineTaskOptions<S extends z.ZodType, R> = {
   concurrency?: number;
   /** Default timeout of one attempt, ms (default 300000). */
   timeoutMs?: number;
+  /** Attempts before giving up (default 3). */
+  maxAttempts?: number;
+  /** Wait between attempts (default exponential from 1 s, cap 1 h, jitter 0.2). */
+  backoff?: Backoff;
+  /** File given-up tasks in the dead-letter stream (default true). */
+  deadLetter?: boolean;
   handler: (payload: z.output<S>, ctx: TaskContext) => Promise<R>;
 };
 
@@ -70,11 +98,18 @@ export function defineTask<S extends z.ZodType, R>(opts: DefineTaskOptions<S, R>
   const timeoutMs = opts.timeoutMs ?? 300_000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1)
     throw new TypeError(`${opts.type}: timeoutMs must be ≥ 1`);
+  const maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > MAX_ATTEMPTS)
+    throw new TypeError(`${opts.type}: maxAttempts must be an integer in 1..${MAX_ATTEMPTS}`);
+  const backoff = Backoff.parse(opts.backoff ?? DEFAULT_BACKOFF);
   return Object.freeze({
     type: opts.type,
     payload: opts.payload,
     concurrency,
     timeoutMs,
+    maxAttempts,
+    backoff,
+    deadLetter: opts.deadLetter ?? true,
     handler: opts.handler,
   });
 }

@@ -8,9 +8,12 @@ import type { Delivery } from "../../shared/nats/delivery.ts";
 import { AckedPublisher } from "../../shared/nats/publisher.ts";
 import { Puller } from "../../shared/nats/puller.ts";
 import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
+import { type Signal, SignalWatcher } from "../../shared/signals.ts";
+import type { TaskMessage } from "../../shared/task.ts";
 import type { WorkerRecord } from "../../shared/workers.ts";
 import type { Config } from "./config.ts";
 import { Execution, type Outcome } from "./execution.ts";
+import type { RetryPolicy } from "./retry-policy.ts";
 import type { TaskDefinition } from "./sdk.ts";
 
 /** Lifecycle of a worker: it takes work only while `running`. */
@@ -22,6 +25,7 @@ export type WorkerDeps = {
   jsm: JetStreamManager;
   state: KV;
   workers: KV;
+  signals: KV;
   names: Names;
   config: Pick<
     Config,
@@ -36,6 +40,11 @@ export type WorkerDeps = {
   definitions: TaskDefinition[];
   log: Logger;
   version?: string;
+  /**
+   * Type-level overrides of a definition's retry settings (the queue config); the task's own settings
+   * win over these. Default: none.
+   */
+  queuePolicy?: (type: string) => Partial<RetryPolicy> | undefined;
   /** Called after every execution (metrics hooks). */
   onOutcome?: (type: string, outcome: Outcome, e: Execution) => void;
 };
@@ -51,6 +60,8 @@ type Runner = {
   puller: Puller;
   /** Slots freed since the last notice to the dispatcher. */
   freed: number;
+  /** Of those, how many per fairness key. */
+  freedKeys: Map<string, number>;
 };
 
 const encoder = new TextEncoder();
@@ -69,10 +80,12 @@ export class Worker {
   #lease: NodeJS.Timeout | undefined;
   #noticeScheduled = false;
   #idle: (() => void) | undefined;
+  readonly #signals: SignalWatcher;
 
   constructor(deps: WorkerDeps) {
     this.#d = deps;
     this.#publisher = new AckedPublisher(deps.nc);
+    this.#signals = new SignalWatcher(deps.signals, deps.log, (id, s) => this.#onSignal(id, s));
   }
 
   /** Current lifecycle state. */
@@ -92,6 +105,7 @@ export class Worker {
     if (this.#state !== "created") throw new Error(`worker already ${this.#state}`);
     this.#state = "starting";
     const { config, names, jsm } = this.#d;
+    await this.#signals.start();
     for (const def of this.#d.definitions) {
       await ensureTypeConsumers(jsm, names, def.type, { workAckWaitMs: config.workAckWaitMs });
       const slots = config.concurrencyOverride ?? def.concurrency;
@@ -101,6 +115,7 @@ export class Worker {
         running: new Set(),
         finishing: new Set(),
         freed: 0,
+        freedKeys: new Map(),
         puller: new Puller(this.#d.nc, names.workStream, names.workConsumer(def.type), {
           onMessage: (m) => this.#onDelivery(runner, m),
           log: this.#d.log,
@@ -153,6 +168,7 @@ export class Worker {
     clearInterval(this.#lease);
     for (const r of this.#runners.values()) r.puller.close();
     await this.#d.workers.delete(this.#d.config.workerId).catch(() => undefined);
+    this.#signals.stop();
     this.#publisher.close();
     this.#state = "stopped";
     this.#d.log.info("worker stopped");
@@ -168,13 +184,20 @@ export class Worker {
     const e = new Execution(
       {
         workerId: this.#d.config.workerId,
-        stateBucket: this.#d.names.stateBucket,
+        names: this.#d.names,
         state: this.#d.state,
         publisher: this.#publisher,
         log: this.#d.log,
+        signals: this.#signals,
         runningWriteAfterMs: this.#d.config.runningWriteAfterMs,
         maxResultBytes: this.#d.config.maxResultBytes,
         abortGraceMs: 5_000,
+        policy: (def, msg) => this.#policy(def, msg),
+        onRateLimited: (type, retryAfterMs) =>
+          this.#d.nc.publish(
+            this.#d.names.throttleSubject(type),
+            encoder.encode(JSON.stringify({ retryAfterMs })),
+          ),
       },
       r.def,
       m,
@@ -190,6 +213,8 @@ export class Worker {
     if (this.#state !== "running") return;
     r.puller.request(1);
     r.freed++;
+    const key = e.concurrencyKey;
+    if (key !== undefined) r.freedKeys.set(key, (r.freedKeys.get(key) ?? 0) + 1);
     this.#scheduleNotice();
   }
 
@@ -214,10 +239,33 @@ export class Worker {
       this.#noticeScheduled = false;
       for (const [type, r] of this.#runners) {
         if (r.freed === 0) continue;
-        this.#d.nc.publish(this.#d.names.slotsSubject(type), encoder.encode(String(r.freed)));
+        // a bare count, or with fairness keys `{"n":3,"keys":{"tenantA":2}}` so the dispatcher can
+        // count running tasks per key
+        const body =
+          r.freedKeys.size === 0
+            ? String(r.freed)
+            : JSON.stringify({ n: r.freed, keys: Object.fromEntries(r.freedKeys) });
+        this.#d.nc.publish(this.#d.names.slotsSubject(type), encoder.encode(body));
         r.freed = 0;
+        r.freedKeys.clear();
       }
     });
+  }
+
+  /** A cancel or pause for a task running here aborts its handler (with that reason). */
+  #onSignal(id: string, s: Signal): void {
+    for (const r of this.#runners.values())
+      for (const e of r.running) if (e.id === id) e.abort(s.action === "cancel" ? "cancelled" : "paused");
+  }
+
+  /** Retry settings of a task: its own, else its queue's, else its definition's. */
+  #policy(def: TaskDefinition, msg: TaskMessage): RetryPolicy {
+    const q = this.#d.queuePolicy?.(def.type);
+    return {
+      maxAttempts: msg.maxAttempts ?? q?.maxAttempts ?? def.maxAttempts,
+      backoff: msg.backoff ?? q?.backoff ?? def.backoff,
+      deadLetter: q?.deadLetter ?? def.deadLetter,
+    };
   }
 
   #runningCount(): number {

@@ -43,7 +43,15 @@ export type Topology = {
   state: KV;
   workers: KV;
   leases: KV;
+  signals: KV;
+  /** Queue config per task type (pause, limits, fairness): shared/queues.ts. */
+  queues: KV;
 };
+
+/** How long dead tasks stay in the dead-letter stream (and their records in the state bucket), ms. */
+export const DEAD_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** How long a control signal (cancel, pause) waits for the task it names, ms. */
+export const SIGNAL_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 
 /** Consumer settings for the per-(priority, type) consumers the dispatcher reads. */
 export const TASKS_ACK_WAIT_MS = 30_000;
@@ -78,6 +86,20 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     subjects: [n.workSubjectAll],
     description: "Sluice dispatched tasks, one subject per type",
   });
+  // Dead letters: written by workers when a task is exhausted or non-retryable, read and replayed or
+  // purged by the gateway's /v1/dlq; limits retention, so entries age out with the dead records.
+  await ensureStream(jsm, {
+    retention: RetentionPolicy.Limits,
+    storage,
+    num_replicas: o.replicas,
+    discard: DiscardPolicy.Old,
+    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
+    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
+    max_age: nanos(DEAD_RETENTION_MS),
+    name: n.dlqStream,
+    subjects: [n.dlqSubjectAll],
+    description: "Sluice dead tasks, one subject per type",
+  });
   const kvm = new Kvm(nc);
   const bucketStorage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
   const state = await ensureBucket(jsm, kvm, n.stateBucket, {
@@ -100,7 +122,20 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     ttl: o.leaseTtlMs ?? 5_000,
     enforceTtl: o.leaseTtlMs !== undefined,
   });
-  return { jsm, state, workers, leases };
+  // Signals: written by the gateway (cancel, pause), watched by workers and the dispatcher leader.
+  const signals = await ensureBucket(jsm, kvm, n.signalsBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+    ttl: SIGNAL_TTL_MS,
+  });
+  // Queues: task type → queue config, written by the gateway's /v1/queues, watched by every service.
+  const queues = await ensureBucket(jsm, kvm, n.queuesBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+  });
+  return { jsm, state, workers, leases, signals, queues };
 }
 
 /** Create the consumers a task type needs: one per priority on the tasks stream, one on the work stream. */

@@ -85,16 +85,22 @@ describe("pipeline - enqueue to completion", () => {
     expect(s.error).toEqual({ code: "handler_failed", message: "boom" });
   });
 
-  it("fails a payload that does not match the type's schema without running it", async () => {
+  it("gives up a payload that does not match the type's schema without running or retrying it", async () => {
     const r = await stack.post({ type: "test.record", payload: { n: "not a number" } });
     const id = r.body.id as string;
-    const s = await stack.waitForStatus(id, ["failed"]);
+    const s = await stack.waitForStatus(id, ["dead"]);
+    expect(s.attempts).toBe(1);
     expect(s.error?.code).toBe("invalid_payload");
     expect(stack.runs().some((x) => x.id === id)).toBe(false);
   });
 
   it("times out a task, aborting its signal", async () => {
-    const r = await stack.post({ type: "test.sleep", payload: { ms: 10_000 }, timeoutMs: 300 });
+    const r = await stack.post({
+      type: "test.sleep",
+      payload: { ms: 10_000 },
+      timeoutMs: 300,
+      maxAttempts: 1,
+    });
     const s = await stack.waitForStatus(r.body.id as string, ["timed_out"], 5000);
     expect(s.error?.code).toBe("timed_out");
     expect(s.finishedAt! - s.startedAt!).toBeLessThan(2000);
