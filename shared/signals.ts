@@ -1,5 +1,7 @@
 import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./logger.ts";
+import { watchBucket } from "./nats/kv-watch.ts";
 
 /**
  * Control signals for single tasks, in the signals bucket under the task id: the gateway writes one
@@ -23,37 +25,31 @@ export class SignalWatcher {
     this.#onSignal = onSignal;
   }
 
-  /** Start watching; resolves once current signals are loaded. */
-  async start(): Promise<void> {
-    const iter = await this.#kv.watch({ key: ">" });
-    this.#stop = () => iter.stop();
-    const status = await this.#kv.status();
-    let loading = status.values > 0;
-    let loaded: () => void = () => undefined;
-    const ready = new Promise<void>((r) => {
-      loaded = r;
-    });
-    if (!loading) loaded();
-    void (async () => {
-      for await (const e of iter) {
-        if (e.operation === "PUT") {
-          try {
-            const s = e.json<Signal>();
-            this.#signals.set(e.key, s);
-            if (!loading) this.#onSignal?.(e.key, s);
-          } catch {
-            this.#log.warn({ key: e.key }, "unreadable signal ignored");
-          }
-        } else {
+  /** Start watching (re-opened after reconnects); resolves once current signals are loaded. */
+  async start(nc: NatsConnection): Promise<void> {
+    let loaded = false;
+    const w = await watchBucket(nc, this.#kv, {
+      log: this.#log,
+      onEntry: (e) => {
+        if (e.operation !== "PUT") {
           this.#signals.delete(e.key);
+          return;
         }
-        if (loading && e.delta === 0) {
-          loading = false;
-          loaded();
+        try {
+          const s = e.json<Signal>();
+          const known = this.#signals.get(e.key);
+          this.#signals.set(e.key, s);
+          // a re-opened watch replays current values: only new signals are news
+          if (loaded && known?.at !== s.at) this.#onSignal?.(e.key, s);
+        } catch {
+          this.#log.warn({ key: e.key }, "unreadable signal ignored");
         }
-      }
-    })();
-    await ready;
+      },
+      onLoaded: () => {
+        loaded = true;
+      },
+    });
+    this.#stop = () => w.stop();
   }
 
   /** The pending signal for a task, if any. */

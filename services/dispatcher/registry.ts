@@ -1,5 +1,7 @@
 import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../shared/logger.ts";
+import { watchBucket } from "../../shared/nats/kv-watch.ts";
 import { isLive, type WorkerRecord } from "../../shared/workers.ts";
 
 /**
@@ -15,6 +17,7 @@ export class WorkerRegistry {
   #timer: NodeJS.Timeout | undefined;
   #stopWatch: (() => void) | undefined;
   #lastSignature = "";
+  #loaded = false;
 
   constructor(kv: KV, log: Logger, onChange: () => void) {
     this.#kv = kv;
@@ -23,16 +26,10 @@ export class WorkerRegistry {
   }
 
   /** Start watching; resolves once the current records are loaded. */
-  async start(): Promise<void> {
-    const iter = await this.#kv.watch({ key: ">" });
-    this.#stopWatch = () => iter.stop();
-    let initial = true;
-    let resolveLoaded: () => void = () => undefined;
-    const loaded = new Promise<void>((r) => {
-      resolveLoaded = r;
-    });
-    void (async () => {
-      for await (const e of iter) {
+  async start(nc: NatsConnection): Promise<void> {
+    const w = await watchBucket(nc, this.#kv, {
+      log: this.#log,
+      onEntry: (e) => {
         if (e.operation === "PUT") {
           try {
             this.#workers.set(e.key, e.json<WorkerRecord>());
@@ -42,19 +39,17 @@ export class WorkerRegistry {
         } else {
           this.#workers.delete(e.key);
         }
-        if (initial && e.delta === 0) {
-          initial = false;
-          resolveLoaded();
-        }
-        if (!initial) this.#changed();
-      }
-    })();
-    // an empty bucket yields nothing to mark the end of the initial load
-    const status = await this.#kv.status();
-    if (status.values === 0) resolveLoaded();
-    await loaded;
-    initial = false;
-    this.#changed();
+        if (this.#loaded) this.#changed();
+      },
+      onLoaded: () => {
+        this.#loaded = true;
+        this.#changed();
+      },
+      // live workers write every heartbeat: a long silence means the watch stalled, not that all died
+      silenceMs: 3 * this.#minHeartbeatMs(),
+      expectTraffic: () => this.#workers.size > 0,
+    });
+    this.#stopWatch = () => w.stop();
     this.#timer = setInterval(() => this.#changed(), 1000);
   }
 
@@ -78,6 +73,12 @@ export class WorkerRegistry {
   /** Every record, live or not (for status views). */
   all(): WorkerRecord[] {
     return [...this.#workers.values()];
+  }
+
+  #minHeartbeatMs(): number {
+    let min = 2000;
+    for (const w of this.#workers.values()) min = Math.min(min, w.heartbeatMs);
+    return min;
   }
 
   #changed(): void {

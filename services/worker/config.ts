@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { z } from "zod";
 import { type CommonConfig, commonConfig, commonEnv, envInt, parseEnv } from "../../shared/config.ts";
 import { WORK_ACK_WAIT_MS } from "../../shared/nats/topology.ts";
+import { otelEnv, type TracingConfig, tracingConfig } from "../../shared/telemetry/otel-env.ts";
 
 /** Environment of the worker service. */
 export const envSchema = z.object({
@@ -29,6 +30,7 @@ export const envSchema = z.object({
   MAX_RESULT_BYTES: envInt(1024, 8 * 1024 * 1024).default(1024 * 1024),
   /** Secret `webhook.deliver` signs requests with. */
   WEBHOOK_SIGNING_SECRET: z.string().min(1).default("sluice-dev-secret"),
+  ...otelEnv,
 });
 
 /** The worker's parsed, frozen configuration. */
@@ -43,6 +45,7 @@ export type Config = CommonConfig & {
   workAckWaitMs: number;
   maxResultBytes: number;
   webhookSigningSecret: string;
+  tracing: TracingConfig;
 };
 
 /** Parse the worker's env record once at startup. */
@@ -62,5 +65,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     workAckWaitMs: e.WORK_ACK_WAIT_MS,
     maxResultBytes: e.MAX_RESULT_BYTES,
     webhookSigningSecret: e.WEBHOOK_SIGNING_SECRET,
+    tracing: tracingConfig(e, "sluice-worker"),
   });
 }

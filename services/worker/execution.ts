@@ -13,6 +13,8 @@ import {
   type TaskState,
   type TaskStatus,
 } from "../../shared/task.ts";
+import { traceIdOf } from "../../shared/telemetry/propagation.ts";
+import { type AttemptScope, type ExecutionObserver, inScope } from "./observer.ts";
 import { givenUpStatus, Recorder } from "./recorder.ts";
 import { decideRetry, type RetryPolicy } from "./retry-policy.ts";
 import type { AbortReason, TaskContext, TaskDefinition } from "./sdk.ts";
@@ -33,6 +35,8 @@ export type ExecutionDeps = {
   policy: (def: TaskDefinition, msg: TaskMessage) => RetryPolicy;
   /** A handler reported a rate limit: hold the type back. */
   onRateLimited: (type: string, retryAfterMs: number) => void;
+  /** Sees the attempt begin and end (metrics, tracing). */
+  observer?: ExecutionObserver | undefined;
 };
 
 /** Called once per execution when its slot may take the next task (the handler is done; the final write may not be). */
@@ -71,6 +75,7 @@ export class Execution {
   #progressTimer: NodeJS.Timeout | undefined;
   #done = false;
   #release: SlotRelease | undefined;
+  #scope: AttemptScope | undefined;
 
   constructor(deps: ExecutionDeps, def: TaskDefinition, delivery: Delivery, release: SlotRelease) {
     this.#deps = deps;
@@ -100,14 +105,17 @@ export class Execution {
 
   /** Run to the end (outcome stored and acked, or handed back). Never rejects. */
   async run(): Promise<Outcome> {
+    let outcome: Outcome = "redelivered";
     try {
-      return await this.#run();
+      outcome = await this.#run();
+      return outcome;
     } catch (err) {
       this.#deps.log.error({ err, taskId: this.#msg?.id }, "execution failed unexpectedly; task handed back");
       this.delivery.nak(1000);
       return "redelivered";
     } finally {
       this.#freeSlot();
+      this.#scope?.end(outcome);
     }
   }
 
@@ -133,7 +141,7 @@ export class Execution {
       return "skipped";
     }
     this.#msg = msg;
-    const log = this.#deps.log.child({ taskId: msg.id, type: msg.type });
+    const log = this.#deps.log.child({ taskId: msg.id, type: msg.type, traceId: traceIdOf(d.headers) });
     const attempt = (msg.attempt ?? 1) + d.deliveryCount - 1;
     const dispatchedAt = Number(d.headers?.get(Headers.dispatchedAt)) || d.storedAtMs;
     this.#base = {
@@ -152,7 +160,7 @@ export class Execution {
       if (msg[k] !== undefined) (this.#base as Record<string, unknown>)[k] = msg[k];
 
     // a signal sent before the task got here
-    const signal = this.#deps.signals.get(msg.id);
+    let signal = this.#deps.signals.get(msg.id);
     if (signal?.action === "cancel") return this.#cancelled();
     // a redelivery, a retry or a resumed task: its record has history (a checkpoint, or a finished attempt
     // whose ack was lost); a first delivery of a new task has none worth a read on the hot path
@@ -168,7 +176,18 @@ export class Execution {
         return "skipped";
       }
       if (prior?.checkpoint !== undefined) this.#checkpoint = prior.checkpoint;
+      // the pause that stopped it before its resume (the watch may not have seen the delete yet)
+      if (signal?.action === "pause" && prior && prior.updatedAt >= signal.at) signal = undefined;
     }
+    this.#scope = this.#deps.observer?.begin({
+      id: msg.id,
+      type: msg.type,
+      attempt,
+      enqueuedAt: msg.enqueuedAt,
+      runAt: msg.runAt,
+      headers: d.headers,
+      signal: this.#controller.signal,
+    });
     const policy = this.#deps.policy(this.#def, msg);
     if (attempt > policy.maxAttempts) {
       return this.#giveUp(policy, {
@@ -198,7 +217,7 @@ export class Execution {
       ctrl.addEventListener("abort", () => resolve({ aborted: ctrl.reason as AbortReason }), { once: true }),
     );
     const handler: Promise<HandlerResult> = Promise.resolve()
-      .then(() => this.#def.handler(parsed.data, this.#context(log, attempt)))
+      .then(() => inScope(this.#scope, () => this.#def.handler(parsed.data, this.#context(log, attempt))))
       .then(
         (result) => ({ result }),
         (error: unknown) => ({ error }),

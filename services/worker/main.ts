@@ -3,13 +3,22 @@ import { names } from "../../shared/names.ts";
 import { connectNats } from "../../shared/nats/connection.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startProbeServer } from "../../shared/probe-server.ts";
+import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
+import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
+import { observeSlots, recordHeartbeat } from "./metrics.ts";
+import { createExecutionObserver } from "./observer.ts";
 import { loadDefinitions } from "./tasks-module.ts";
 import { Worker } from "./worker.ts";
 
 /** The worker process: config, connection, topology, the worker engine, and the one signal handler. */
 const config = loadConfig(process.env);
 const log = createLogger({ service: "worker", level: config.logLevel, format: config.logFormat });
+initProcessMetrics("worker");
+const tracing = await startTracing(config.tracing, {
+  log,
+  resourceAttributes: { "service.instance.id": config.workerId },
+});
 
 try {
   const definitions = await loadDefinitions({
@@ -34,7 +43,10 @@ try {
     config,
     definitions,
     log,
+    observer: createExecutionObserver(definitions.map((d) => d.type)),
+    onHeartbeat: recordHeartbeat,
   });
+  observeSlots(worker);
   const probe =
     config.metricsPort > 0
       ? await startProbeServer({
@@ -57,6 +69,7 @@ try {
     await worker.shutdown();
     await nc.drain().catch(() => undefined);
     await probe?.close();
+    await tracing.shutdown();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));

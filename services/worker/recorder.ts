@@ -4,6 +4,7 @@ import type { Delivery } from "../../shared/nats/delivery.ts";
 import type { AckedPublisher } from "../../shared/nats/publisher.ts";
 import { scheduleTask } from "../../shared/schedule.ts";
 import type { TaskError, TaskMessage, TaskState, TaskStatus } from "../../shared/task.ts";
+import { traceHeadersFrom } from "../../shared/telemetry/propagation.ts";
 
 const encoder = new TextEncoder();
 
@@ -40,7 +41,11 @@ export class Recorder {
   async retry(s: TaskState, next: TaskMessage, dueAt: number, msgId?: string): Promise<boolean> {
     return this.#settle(async () => {
       await this.put(s);
-      await scheduleTask(this.#d.publisher, this.#d.names, next, dueAt, msgId === undefined ? {} : { msgId });
+      // the retry continues the task's trace: its dispatch and run spans join the same trace
+      await scheduleTask(this.#d.publisher, this.#d.names, next, dueAt, {
+        msgId,
+        headers: traceHeadersFrom(this.#delivery.headers),
+      });
     });
   }
 
@@ -54,10 +59,15 @@ export class Recorder {
       workerId: this.#d.workerId,
     };
     return this.#settle(async () => {
-      await this.#d.publisher.publish(this.#d.names.dlqSubject(task.type), JSON.stringify(entry), {
-        msgId: deadLetterMsgId(task.id),
-      });
-      await this.put({ ...s, task });
+      const ack = await this.#d.publisher.publish(
+        this.#d.names.dlqSubject(task.type),
+        JSON.stringify(entry),
+        {
+          msgId: deadLetterMsgId(task.id),
+        },
+      );
+      // a duplicate ack (a second try after a lost ack) still names the stored entry's sequence
+      await this.put({ ...s, task, dlqSeq: ack.seq });
     });
   }
 
@@ -72,6 +82,7 @@ export class Recorder {
         JSON.stringify(task),
         {
           msgId: `${task.id}:h${task.attempt ?? 1}:${this.#delivery.streamSeq}`,
+          headers: traceHeadersFrom(this.#delivery.headers),
         },
       );
       await this.put(s);

@@ -13,6 +13,7 @@ import type { TaskMessage } from "../../shared/task.ts";
 import type { WorkerRecord } from "../../shared/workers.ts";
 import type { Config } from "./config.ts";
 import { Execution, type Outcome } from "./execution.ts";
+import type { ExecutionObserver } from "./observer.ts";
 import type { RetryPolicy } from "./retry-policy.ts";
 import type { TaskDefinition } from "./sdk.ts";
 
@@ -47,6 +48,10 @@ export type WorkerDeps = {
   queuePolicy?: (type: string) => Partial<RetryPolicy> | undefined;
   /** Called after every execution (metrics hooks). */
   onOutcome?: (type: string, outcome: Outcome, e: Execution) => void;
+  /** Sees every attempt begin and end (metrics and tracing; services/worker/observer.ts). */
+  observer?: ExecutionObserver;
+  /** Called after every heartbeat written (metrics). */
+  onHeartbeat?: () => void;
 };
 
 /** One task type served by this worker: its slots, its puller and what runs now. */
@@ -100,12 +105,19 @@ export class Worker {
     return out;
   }
 
+  /** Slots per type. */
+  slots(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [t, r] of this.#runners) out[t] = r.slots;
+    return out;
+  }
+
   /** Create consumers, register, and start pulling. */
   async start(): Promise<void> {
     if (this.#state !== "created") throw new Error(`worker already ${this.#state}`);
     this.#state = "starting";
     const { config, names, jsm } = this.#d;
-    await this.#signals.start();
+    await this.#signals.start(this.#d.nc);
     for (const def of this.#d.definitions) {
       await ensureTypeConsumers(jsm, names, def.type, { workAckWaitMs: config.workAckWaitMs });
       const slots = config.concurrencyOverride ?? def.concurrency;
@@ -192,6 +204,7 @@ export class Worker {
         runningWriteAfterMs: this.#d.config.runningWriteAfterMs,
         maxResultBytes: this.#d.config.maxResultBytes,
         abortGraceMs: 5_000,
+        observer: this.#d.observer,
         policy: (def, msg) => this.#policy(def, msg),
         onRateLimited: (type, retryAfterMs) =>
           this.#d.nc.publish(
@@ -307,6 +320,7 @@ export class Worker {
     };
     try {
       await this.#d.workers.put(rec.id, JSON.stringify(rec));
+      this.#d.onHeartbeat?.();
     } catch (err) {
       this.#d.log.warn({ err }, "heartbeat not written");
     }

@@ -46,10 +46,12 @@ export async function startStack(opts: { enqueueEnv?: Record<string, string> } =
   const runLog = join(dir, "runs.jsonl");
   const env = { NATS_URL: nats.url, SLUICE_TEST_RUN_LOG: runLog };
   const procs: ServiceProcess[] = [];
+  // local mode, as under npm start; a test of auth turns it on through enqueueEnv
   const enqueue = spawnService("enqueue", {
     ...env,
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: "0",
+    AUTH_ENABLED: "false",
     ...opts.enqueueEnv,
   });
   procs.push(enqueue);

@@ -23,6 +23,15 @@ export const docChunk = defineTask({
     const text = p.format === "markdown" ? p.text.replace(/\r\n/g, "\n") : p.text;
     let start = 0;
     let lastReport = 0;
+    // Resumed (after a pause, a crash or a failure): cutting is deterministic, so the chunks before the
+    // checkpoint are rebuilt without the work around them (progress writes, yields) and we go on from there.
+    const resumeAt = (ctx.lastCheckpoint as { start?: number } | undefined)?.start ?? 0;
+    while (start < resumeAt && start < text.length) {
+      const end = cutPoint(text, start, p.chunkSize);
+      chunks.push({ index: chunks.length, start, end, text: text.slice(start, end) });
+      if (end >= text.length) break;
+      start = Math.max(end - p.chunkOverlap, start + 1);
+    }
     while (start < text.length) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const end = cutPoint(text, start, p.chunkSize);
@@ -34,12 +43,19 @@ export const docChunk = defineTask({
       if (pct - lastReport >= 10) {
         lastReport = pct;
         ctx.progress(pct, `${chunks.length} chunks`);
+        await ctx.checkpoint({ start, chunks: chunks.length });
         // yield so a long document does not block the worker's event loop (heartbeats, other tasks)
         await new Promise((r) => setImmediate(r));
       }
     }
     ctx.progress(100, `${chunks.length} chunks`);
-    return { chunks, count: chunks.length, chunkSize: p.chunkSize, chunkOverlap: p.chunkOverlap };
+    return {
+      chunks,
+      count: chunks.length,
+      chunkSize: p.chunkSize,
+      chunkOverlap: p.chunkOverlap,
+      resumedAt: resumeAt,
+    };
   },
 });
 
