@@ -3,12 +3,21 @@ import { names } from "../../shared/names.ts";
 import { connectNats } from "../../shared/nats/connection.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startProbeServer } from "../../shared/probe-server.ts";
+import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
+import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
 import { Dispatcher } from "./dispatcher.ts";
+import { recordDispatch, recordThrottled } from "./metrics.ts";
+import { DispatcherMetricsSampler } from "./metrics-sampler.ts";
 
 /** The dispatcher process: config, connection, topology, one replica, and the one signal handler. */
 const config = loadConfig(process.env);
 const log = createLogger({ service: "dispatcher", level: config.logLevel, format: config.logFormat });
+initProcessMetrics("dispatcher");
+const tracing = await startTracing(config.tracing, {
+  log,
+  resourceAttributes: { "service.instance.id": config.dispatcherId },
+});
 
 try {
   const nc = await connectNats(config, {
@@ -27,9 +36,20 @@ try {
     jsm: topo.jsm,
     workers: topo.workers,
     leases: topo.leases,
+    signals: topo.signals,
     names: n,
     config,
     log,
+    onDispatch: recordDispatch,
+    onThrottle: (type, reason) => recordThrottled(type, reason),
+  });
+  const sampler = new DispatcherMetricsSampler({
+    dispatcher,
+    jsm: topo.jsm,
+    names: n,
+    log,
+    taskTypes: config.taskTypes,
+    intervalMs: config.metricsSampleMs,
   });
   const probe =
     config.metricsPort > 0
@@ -40,6 +60,7 @@ try {
         })
       : undefined;
   await dispatcher.start();
+  sampler.start();
   log.info({ dispatcherId: config.dispatcherId, metricsPort: probe?.port }, "ready");
 
   let stopping = false;
@@ -47,10 +68,12 @@ try {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down");
+    sampler.stop();
     await dispatcher.stop();
     // let naks and the lease release reach the server before closing
     await nc.drain().catch(() => undefined);
     await probe?.close();
+    await tracing.shutdown();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));

@@ -1,4 +1,7 @@
 import { createLogger } from "../../shared/logger.ts";
+import { startProbeServer } from "../../shared/probe-server.ts";
+import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
+import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { type Config, loadConfig } from "./config.ts";
 import { createEnqueueService } from "./service.ts";
 
@@ -20,7 +23,10 @@ try {
   process.exit(1);
 }
 const log = createLogger({ service: "enqueue", level: cfg.logLevel, format: cfg.logFormat });
+initProcessMetrics("enqueue");
+const tracing = await startTracing(cfg.tracing, { log });
 const service = createEnqueueService(cfg, log);
+let probe: Awaited<ReturnType<typeof startProbeServer>> | undefined;
 
 let shuttingDown = false;
 async function shutdown(signal: string): Promise<void> {
@@ -29,6 +35,8 @@ async function shutdown(signal: string): Promise<void> {
   log.info({ signal }, "shutting down");
   try {
     await service.stop();
+    await probe?.close();
+    await tracing.shutdown();
     log.info("stopped");
     process.exit(0);
   } catch (err) {
@@ -42,6 +50,15 @@ process.once("SIGINT", () => void shutdown("SIGINT"));
 try {
   const port = await service.start();
   log.info({ port, host: cfg.httpHost }, "listening");
+  // The HTTP API serves /metrics itself; METRICS_PORT adds the same listener the other services have,
+  // for scrapers configured per port (the Kubernetes PodMonitor scrapes `metrics` on every pod).
+  if (cfg.metricsPort > 0) {
+    probe = await startProbeServer({
+      host: cfg.metricsHost,
+      port: cfg.metricsPort,
+      ready: () => service.link.ready,
+    });
+  }
   await service.whenNatsReady();
   if (!shuttingDown) log.info({ port }, "ready");
 } catch (err) {

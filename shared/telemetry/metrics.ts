@@ -57,7 +57,10 @@ export function histogram<T extends string>(cfg: HistogramConfiguration<T>): His
   return (existing(cfg.name, cfg.registers) as Histogram<T> | undefined) ?? new Histogram(cfg);
 }
 
-function existing(name: string, registers: Registry[] | undefined): unknown {
+function existing(
+  name: string,
+  registers: readonly { getSingleMetric(n: string): unknown }[] | undefined,
+): unknown {
   return (registers?.[0] ?? register).getSingleMetric(name);
 }
 

@@ -1,4 +1,4 @@
-import type { MsgHdrs } from "@nats-io/transport-node";
+import { type MsgHdrs, headers as newHeaders } from "@nats-io/transport-node";
 import type { TextMapGetter, TextMapSetter } from "@opentelemetry/api";
 import { Headers } from "../headers.ts";
 
@@ -62,6 +62,17 @@ export function copyTraceContext(from: TraceSource | undefined, to: MsgHdrs): vo
   to.set(Headers.traceparent, tp);
   const ts = isMsgHdrs(from) ? from.get(Headers.tracestate) : from.tracestate;
   if (ts) to.set(Headers.tracestate, ts);
+}
+
+/**
+ * New headers holding only the trace context of `from`, or undefined when it has none: for a message
+ * that continues a task's trace (a retry, a task handed back) without copying anything else.
+ */
+export function traceHeadersFrom(from: TraceSource | undefined): MsgHdrs | undefined {
+  if (!traceparentOf(from)) return undefined;
+  const h = newHeaders();
+  copyTraceContext(from, h);
+  return h;
 }
 
 /** A plain carrier from HTTP request headers (first value of each). */

@@ -10,14 +10,7 @@ import {
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
-import {
-  carrierGetter,
-  copyTraceContext,
-  isMsgHdrs,
-  msgHdrsGetter,
-  msgHdrsSetter,
-  type TraceSource,
-} from "./propagation.ts";
+import { carrierGetter, isMsgHdrs, msgHdrsGetter, msgHdrsSetter, type TraceSource } from "./propagation.ts";
 import { sluiceTracer, tracingEnabled } from "./tracing.ts";
 
 export { SpanKind };
@@ -57,22 +50,6 @@ export function startTaskSpan(name: string, o: TaskSpanOptions): TaskSpan | unde
       : propagation.extract(ROOT_CONTEXT, o.parent, carrierGetter);
   const span = sluiceTracer().startSpan(name, { kind: o.kind, attributes: o.attributes }, parentCtx);
   return wrap(span, parentCtx);
-}
-
-/**
- * Carry a task's trace to the next message: with tracing on, start a span that becomes the parent of
- * the next hop and return it; with tracing off, copy the incoming context unchanged and return undefined.
- */
-export function forwardTrace(
-  name: string,
-  incoming: TraceSource | undefined,
-  outgoing: MsgHdrs,
-  o: Omit<TaskSpanOptions, "parent">,
-): TaskSpan | undefined {
-  const span = startTaskSpan(name, { ...o, parent: incoming });
-  if (span) span.inject(outgoing);
-  else copyTraceContext(incoming, outgoing);
-  return span;
 }
 
 function wrap(span: Span, parentCtx: Context): TaskSpan {
