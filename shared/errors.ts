@@ -14,6 +14,17 @@ export const ErrorCodes = {
   conflict: "conflict",
   unavailable: "unavailable",
   queueFull: "queue_full",
+  // gateway: API keys, webhooks, event streams, retry
+  unauthorized: "unauthorized",
+  forbidden: "forbidden",
+  invalidSignature: "invalid_signature",
+  tooManyStreams: "too_many_streams",
+  taskNotFinished: "task_not_finished",
+  taskNotRetryable: "task_not_retryable",
+  // recurring schedules (/v1/schedules)
+  invalidSchedule: "invalid_schedule",
+  scheduleNotFound: "schedule_not_found",
+  scheduleExists: "schedule_exists",
   internal: "internal_error",
   // handler outcomes recorded in task state
   handlerFailed: "handler_failed",

@@ -43,6 +43,12 @@ export function names(prefix: string) {
     dlqStream: `${up}_DLQ`,
     dlqSubjectAll: `${prefix}.dlq.>`,
     dlqSubject: (type: string) => `${prefix}.dlq.${type}`,
+    /** Stream of delayed tasks and retry waits (limits retention), one subject per due epoch minute. */
+    delayedStream: `${up}_DELAYED`,
+    delayedSubjectAll: `${prefix}.delayed.>`,
+    delayedSubject: (epochMinute: number) => `${prefix}.delayed.${epochMinute}`,
+    /** KV bucket: schedule name → recurring schedule (cron or every) and its next tick. */
+    schedulesBucket: `${bucketPrefix}-schedules`,
     /** Core NATS: a handler reported a rate limit; the dispatcher holds the type back. */
     throttleSubject: (type: string) => `${prefix}.throttle.${type}`,
     throttleSubjectAll: `${prefix}.throttle.>`,

@@ -132,6 +132,9 @@ export async function updateQueueConfig(
   }
 }
 
+/** Longest wait for the initial load of the queues bucket before a holder goes on without the rest, ms. */
+const LOAD_TIMEOUT_MS = 3000;
+
 /** Called with the type, its new config and the one before it. */
 export type QueueConfigListener = (type: string, cfg: QueueConfig, prev: QueueConfig) => void;
 
@@ -195,7 +198,10 @@ export class QueueConfigs {
       try {
         for await (const e of iter) {
           this.#apply(e);
-          if (e.delta === 0) resolveLoaded();
+          // the last stored value: the server says nothing is pending after it, or the client has had
+          // as many entries as the consumer had pending when created (on nats-server 2.9 the pending
+          // count of a last-per-subject watch can stay one too high until the next write)
+          if (e.delta === 0 || e.isUpdate) resolveLoaded();
         }
       } catch (err) {
         this.#log?.warn({ err }, "queue config watch failed");
@@ -205,7 +211,13 @@ export class QueueConfigs {
     })();
     // an empty bucket yields nothing to mark the end of the initial load
     if ((await this.#kv.status()).values === 0) resolveLoaded();
+    // never hang a service's start on the watch: after a while, go on with what has arrived
+    const slow = setTimeout(() => {
+      this.#log?.warn("queue configs still loading; continuing with those loaded");
+      resolveLoaded();
+    }, LOAD_TIMEOUT_MS);
     await loaded;
+    clearTimeout(slow);
   }
 
   #rewatchLater(): void {

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { type CommonConfig, commonConfig, commonEnv, envInt, parseEnv } from "../../shared/config.ts";
+import { otelEnv, type TracingConfig, tracingConfig } from "../../shared/telemetry/otel-env.ts";
 
 /** Environment of the dispatcher service. */
 export const envSchema = z.object({
@@ -24,6 +25,17 @@ export const envSchema = z.object({
   LEASE_RENEW_MS: envInt(100, 30_000).default(1_000),
   /** How often in-flight counts are reconciled with the work consumers, ms. */
   RECONCILE_MS: envInt(100, 60_000).default(1_000),
+  /** How long completed and cancelled task records are kept, ms (default 24 h). */
+  RETENTION_COMPLETED_MS: envInt(1_000).default(24 * 60 * 60 * 1000),
+  /** How long failed, timed-out and dead task records are kept, ms (default 7 days). */
+  RETENTION_FAILED_MS: envInt(1_000).default(7 * 24 * 60 * 60 * 1000),
+  /** Interval between retention sweeps, ms. */
+  RETENTION_SWEEP_MS: envInt(100, 3_600_000).default(60_000),
+  /** How long before a minute starts the scheduler loads that minute's delayed tasks, ms. */
+  SCHEDULE_LOOKAHEAD_MS: envInt(1_000, 24 * 60 * 60 * 1000).default(5_000),
+  /** How often the leader refreshes sluice_queue_depth (and the other gauges) from consumer info, ms. */
+  METRICS_SAMPLE_MS: envInt(100, 60_000).default(2_000),
+  ...otelEnv,
 });
 
 /** The dispatcher's parsed, frozen configuration. */
@@ -36,6 +48,12 @@ export type Config = CommonConfig & {
   leaseTtlMs: number;
   leaseRenewMs: number;
   reconcileMs: number;
+  retentionCompletedMs: number;
+  retentionFailedMs: number;
+  retentionSweepMs: number;
+  scheduleLookaheadMs: number;
+  metricsSampleMs: number;
+  tracing: TracingConfig;
 };
 
 /** Parse the dispatcher's env record once at startup. */
@@ -56,5 +74,11 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     leaseTtlMs: e.LEASE_TTL_MS,
     leaseRenewMs: e.LEASE_RENEW_MS,
     reconcileMs: e.RECONCILE_MS,
+    retentionCompletedMs: e.RETENTION_COMPLETED_MS,
+    retentionFailedMs: e.RETENTION_FAILED_MS,
+    retentionSweepMs: e.RETENTION_SWEEP_MS,
+    scheduleLookaheadMs: e.SCHEDULE_LOOKAHEAD_MS,
+    metricsSampleMs: e.METRICS_SAMPLE_MS,
+    tracing: tracingConfig(e, "sluice-dispatcher"),
   });
 }

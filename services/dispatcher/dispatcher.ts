@@ -7,9 +7,15 @@ import { AckedPublisher } from "../../shared/nats/publisher.ts";
 import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
 import type { Priority } from "../../shared/priority.ts";
 import type { Config } from "./config.ts";
+import { SignalWatcher } from "../../shared/signals.ts";
 import { Lease } from "./lease.ts";
+import { DispatchLimits } from "./limits/dispatch-limits.ts";
+import { parseSlotsNotice } from "./limits/slots-notice.ts";
+import type { ThrottleReason } from "./limits/type-gate.ts";
 import { WorkerRegistry } from "./registry.ts";
+import { type Scheduling, startScheduling } from "./scheduler/index.ts";
 import { TypeDispatcher } from "./type-dispatcher.ts";
+import { RetentionSweeper } from "./retention.ts";
 
 /** Lifecycle of a dispatcher replica. */
 export type DispatcherState = "created" | "standby" | "leading" | "stopped";
@@ -20,6 +26,7 @@ export type DispatcherDeps = {
   jsm: JetStreamManager;
   workers: KV;
   leases: KV;
+  signals: KV;
   names: Names;
   config: Pick<
     Config,
@@ -31,9 +38,15 @@ export type DispatcherDeps = {
     | "leaseTtlMs"
     | "leaseRenewMs"
     | "reconcileMs"
+    | "retentionCompletedMs"
+    | "retentionFailedMs"
+    | "retentionSweepMs"
+    | "scheduleLookaheadMs"
   >;
   log: Logger;
   onDispatch?: (type: string, priority: Priority, waitedMs: number) => void;
+  /** Called when a queue limit holds a type back (metrics hook: `sluice_throttled_total{type,reason}`). */
+  onThrottle?: (type: string, reason: ThrottleReason) => void;
 };
 
 /**
@@ -53,9 +66,18 @@ export class Dispatcher {
   #reconcile: NodeJS.Timeout | undefined;
   #capacity = new Map<string, number>();
   #state: DispatcherState = "created";
+  #scheduling: Scheduling | undefined;
+  #retention: RetentionSweeper | undefined;
+  readonly #signals: SignalWatcher;
+  readonly #limits: DispatchLimits;
 
   constructor(deps: DispatcherDeps) {
     this.#d = deps;
+    this.#limits = new DispatchLimits({
+      ...deps,
+      onThrottled: (type, reason) => deps.onThrottle?.(type, reason),
+    });
+    this.#signals = new SignalWatcher(deps.signals, deps.log);
     this.#registry = new WorkerRegistry(deps.workers, deps.log, () => this.#onRegistry());
     this.#lease = new Lease(deps.leases, "dispatcher", deps.config.dispatcherId, {
       ttlMs: deps.config.leaseTtlMs,
@@ -80,11 +102,18 @@ export class Dispatcher {
     return this.#registry;
   }
 
+  /** Queue configs and the leader's per-type gates (status views and tests). */
+  get limits(): DispatchLimits {
+    return this.#limits;
+  }
+
   /** Load the registry, prepare configured types, and compete for the lease. */
   async start(): Promise<void> {
     this.#state = "standby";
     for (const t of this.#d.config.taskTypes) this.#types.add(t);
-    await this.#registry.start();
+    await this.#registry.start(this.#d.nc);
+    await this.#signals.start(this.#d.nc);
+    await this.#limits.start();
     await Promise.all([...this.#types].map((t) => this.#prepare(t)));
     this.#lease.start();
     this.#watchReconnects();
@@ -97,6 +126,8 @@ export class Dispatcher {
     this.#state = "stopped";
     await this.#lease.stop();
     this.#registry.stop();
+    this.#signals.stop();
+    this.#limits.stop();
   }
 
   #onRegistry(): void {
@@ -131,9 +162,16 @@ export class Dispatcher {
     this.#slotsSub = this.#d.nc.subscribe(this.#d.names.slotsSubjectAll, {
       callback: (_err, m) => {
         const type = m.subject.slice(prefix.length);
-        const n = Number(new TextDecoder().decode(m.data));
-        if (n > 0) this.#active.get(type)?.freed(n);
+        const notice = parseSlotsNotice(m.data);
+        this.#limits.freed(type, notice);
+        if (notice.n > 0) this.#active.get(type)?.freed(notice.n);
       },
+    });
+    this.#limits.lead();
+    this.#scheduling = startScheduling({
+      ...this.#d,
+      publisher: this.#publisher,
+      lookaheadMs: this.#d.config.scheduleLookaheadMs,
     });
     for (const t of this.#types)
       void this.#prepare(t).then(
@@ -143,6 +181,12 @@ export class Dispatcher {
     this.#reconcile = setInterval(() => {
       for (const td of this.#active.values()) void td.reconcile().then(() => td.pump());
     }, this.#d.config.reconcileMs);
+    this.#retention = new RetentionSweeper(this.#d, {
+      completedMs: this.#d.config.retentionCompletedMs,
+      failedMs: this.#d.config.retentionFailedMs,
+      sweepMs: this.#d.config.retentionSweepMs,
+    });
+    this.#retention.start();
   }
 
   #ensureActive(type: string): void {
@@ -157,7 +201,9 @@ export class Dispatcher {
       prefetchMs: this.#d.config.prefetchMs,
       windowMax: this.#d.config.windowMax,
       capacity: () => this.#capacity.get(type) ?? 0,
+      isCancelled: (id) => this.#signals.get(id)?.action === "cancel",
       onDispatch: (p, waited) => this.#d.onDispatch?.(type, p, waited),
+      gate: this.#limits.gate(type, () => this.#active.get(type)?.pump()),
     });
     this.#active.set(type, td);
     td.start();
@@ -170,6 +216,11 @@ export class Dispatcher {
     this.#slotsSub?.unsubscribe();
     for (const td of this.#active.values()) td.stop();
     this.#active.clear();
+    this.#limits.standDown();
+    void this.#scheduling?.stop();
+    this.#scheduling = undefined;
+    this.#retention?.stop();
+    this.#retention = undefined;
     // in-flight publishes still settle (and ack or nak their tasks messages) before the publisher goes
     const pub = this.#publisher;
     setTimeout(() => pub?.close(), 5000).unref();

@@ -8,6 +8,9 @@ import { type AckedPublisher, isWrongLastSequence } from "../../shared/nats/publ
 import { Puller } from "../../shared/nats/puller.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import { DirectTaskBody, idForIdempotencyKey, initialState, type TaskMessage } from "../../shared/task.ts";
+import { traceIdOf } from "../../shared/telemetry/propagation.ts";
+import type { TypeGate } from "./limits/type-gate.ts";
+import { traceDispatch } from "./tracing.ts";
 
 /** What a type dispatcher needs from the dispatcher. */
 export type TypeDispatcherDeps = {
@@ -21,8 +24,12 @@ export type TypeDispatcherDeps = {
   windowMax: number;
   /** Current slots of live workers for this type. */
   capacity: () => number;
+  /** True for a task cancelled while it waited: it is dropped here instead of dispatched. */
+  isCancelled?: (id: string) => boolean;
   /** Called for every dispatched task (metrics hooks). */
   onDispatch?: (priority: Priority, waitedMs: number) => void;
+  /** Queue limits of the type: pause, concurrency, rate, keys, aging (limits/type-gate.ts). */
+  gate?: TypeGate;
 };
 
 const encoder = new TextEncoder();
@@ -53,6 +60,8 @@ export class TypeDispatcher {
   #rate = 0;
   #rateAt = Date.now();
   #running = false;
+  /** False until the first reconcile: dispatching on a guessed in-flight of 0 could break a limit. */
+  #reconciled = false;
   #keepalive: NodeJS.Timeout | undefined;
 
   constructor(type: string, deps: TypeDispatcherDeps) {
@@ -85,7 +94,10 @@ export class TypeDispatcher {
       for (const h of this.#held) for (const m of h) m.working();
     }, HOLD_KEEPALIVE_MS);
     this.#keepalive.unref();
-    void this.reconcile().finally(() => this.pump());
+    void this.reconcile().finally(() => {
+      this.#reconciled = true;
+      this.pump();
+    });
   }
 
   /** Stop, and give every held message back for whoever leads next. */
@@ -134,7 +146,20 @@ export class TypeDispatcher {
         this.#d.names.workConsumer(this.type),
       );
       const truth = info.num_pending + info.num_ack_pending;
-      this.#stored = Math.max(0, truth + (this.#storedTotal - s0) - (this.#freedTotal - f0));
+      // under a concurrency limit, frees that raced the request may already be in `truth`: err high
+      const freedSince = this.#d.gate?.strict ? 0 : this.#freedTotal - f0;
+      this.#stored = Math.max(0, truth + (this.#storedTotal - s0) - freedSince);
+      this.#d.log.debug(
+        {
+          type: this.type,
+          stored: this.#stored,
+          publishing: this.#publishing,
+          held: this.held(),
+          pulling: this.#pullers.map((p) => p.outstanding),
+          capacity: this.#d.capacity(),
+        },
+        "dispatch accounting",
+      );
     } catch (err) {
       this.#d.log.debug({ err, type: this.type }, "reconcile failed");
     }
@@ -142,10 +167,17 @@ export class TypeDispatcher {
 
   /** Dispatch while there are free slots and held messages; then top up the windows. */
   pump(): void {
-    if (!this.#running) return;
+    if (!this.#running || !this.#reconciled) return;
     const capacity = this.#d.capacity();
-    const limit = capacity + this.prefetch(capacity);
+    const gate = this.#d.gate;
+    const limit = gate ? gate.limit(capacity + this.prefetch(capacity)) : capacity + this.prefetch(capacity);
     while (this.inFlight < limit) {
+      if (gate) {
+        const at = gate.pick(this.#held);
+        if (!at) break;
+        this.#dispatch(PRIORITIES[at[0]]!, this.#held[at[0]]!.splice(at[1], 1)[0]!);
+        continue;
+      }
       const i = this.#held.findIndex((h) => h.length > 0);
       if (i < 0) break;
       this.#dispatch(PRIORITIES[i]!, this.#held[i]!.shift()!);
@@ -164,7 +196,8 @@ export class TypeDispatcher {
 
   #topUp(window: number): void {
     for (let i = 0; i < PRIORITIES.length; i++) {
-      const want = window - this.#held[i]!.length - this.#pullers[i]!.outstanding;
+      const w = this.#d.gate ? this.#d.gate.window(i, window, this.#held[i]!) : window;
+      const want = w - this.#held[i]!.length - this.#pullers[i]!.outstanding;
       if (want > 0) this.#pullers[i]!.request(want);
     }
   }
@@ -172,14 +205,25 @@ export class TypeDispatcher {
   #dispatch(priority: Priority, m: Delivery): void {
     const task = this.#read(priority, m);
     if (!task) return;
+    if (this.#d.isCancelled?.(task.id)) {
+      // the gateway recorded `cancelled` when it sent the signal; nothing to run
+      m.ack();
+      return;
+    }
+    this.#d.gate?.taken(m);
     this.#publishing++;
     const h = newHeaders();
     const now = Date.now();
     h.set(Headers.dispatchedAt, String(now));
-    const tp = m.headers?.get(Headers.traceparent);
-    if (tp) h.set(Headers.traceparent, tp);
-    const ts = m.headers?.get(Headers.tracestate);
-    if (ts) h.set(Headers.tracestate, ts);
+    // the dispatch span becomes the handler span's parent (untraced: the incoming context is copied)
+    const span = traceDispatch(
+      m.headers,
+      h,
+      task.id,
+      this.type,
+      priority,
+      this.#d.names.workSubject(this.type),
+    );
     const work = this.#d.publisher.publish(this.#d.names.workSubject(this.type), task.data, {
       msgId: `${task.id}:${m.streamSeq}`,
       headers: h,
@@ -202,11 +246,16 @@ export class TypeDispatcher {
         this.#stored++;
         this.#storedTotal++;
         m.ack();
+        span?.end();
         this.#d.onDispatch?.(priority, now - task.enqueuedAt);
       },
       (err) => {
         this.#publishing--;
-        this.#d.log.warn({ err: String(err), type: this.type }, "dispatch not stored; task handed back");
+        span?.end(err);
+        this.#d.log
+          .child({ taskId: task.id, type: this.type, traceId: span?.traceId ?? traceIdOf(m.headers) })
+          .warn({ err: String(err) }, "dispatch not stored; task handed back");
+        this.#d.gate?.returned(m);
         m.nak(1000);
       },
     );
@@ -254,7 +303,10 @@ export class TypeDispatcher {
   }
 
   #reject(m: Delivery, reason: string): void {
-    this.#d.log.warn({ type: this.type, seq: m.streamSeq, reason }, "invalid task message terminated");
+    this.#d.log.warn(
+      { type: this.type, seq: m.streamSeq, traceId: traceIdOf(m.headers), reason },
+      "invalid task message terminated",
+    );
     m.term();
   }
 }

@@ -46,6 +46,8 @@ export type Topology = {
   signals: KV;
   /** Queue config per task type (pause, limits, fairness): shared/queues.ts. */
   queues: KV;
+  /** Recurring schedules (cron or every): shared/schedule.ts. */
+  schedules: KV;
 };
 
 /** How long dead tasks stay in the dead-letter stream (and their records in the state bucket), ms. */
@@ -96,9 +98,27 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
     max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
     max_age: nanos(DEAD_RETENTION_MS),
+    // the API pages through it with direct gets (next message on a subject from a sequence)
+    allow_direct: true,
     name: n.dlqStream,
     subjects: [n.dlqSubjectAll],
     description: "Sluice dead tasks, one subject per type",
+  });
+  // Delayed: delayed tasks (gateway) and retry waits (workers), one subject per due minute; read by the
+  // dispatcher leader's scheduler, which deletes each message once it has fired. Limits retention with
+  // no age limit: nothing may expire unfired (services/dispatcher/scheduler).
+  await ensureStream(jsm, {
+    retention: RetentionPolicy.Limits,
+    storage,
+    num_replicas: o.replicas,
+    discard: DiscardPolicy.Old,
+    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
+    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
+    // the scheduler loads each message by sequence as it fires: direct gets skip the JS API queue
+    allow_direct: true,
+    name: n.delayedStream,
+    subjects: [n.delayedSubjectAll],
+    description: "Sluice delayed tasks and retry waits, one subject per due epoch minute",
   });
   const kvm = new Kvm(nc);
   const bucketStorage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
@@ -135,7 +155,14 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     replicas: o.replicas,
     storage: bucketStorage,
   });
-  return { jsm, state, workers, leases, signals, queues };
+  // Schedules: name → recurring schedule, written by the gateway's /v1/schedules, watched by the
+  // dispatcher leader, which fires each tick and advances the record with compare-and-set.
+  const schedules = await ensureBucket(jsm, kvm, n.schedulesBucket, {
+    history: 1,
+    replicas: o.replicas,
+    storage: bucketStorage,
+  });
+  return { jsm, state, workers, leases, signals, queues, schedules };
 }
 
 /** Create the consumers a task type needs: one per priority on the tasks stream, one on the work stream. */
