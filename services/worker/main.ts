@@ -3,6 +3,7 @@ import { names } from "../../shared/names.ts";
 import { connectNats } from "../../shared/nats/connection.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startProbeServer } from "../../shared/probe-server.ts";
+import { QueueConfigs } from "../../shared/queues.ts";
 import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
 import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
@@ -33,12 +34,22 @@ try {
   });
   const n = names(config.prefix);
   const topo = await ensureTopology(nc, n, { replicas: config.replicas, storage: config.storage });
+  const queues = new QueueConfigs(topo.queues, { log });
+  await queues.start();
   const worker = new Worker({
     nc,
     jsm: topo.jsm,
     state: topo.state,
     workers: topo.workers,
     signals: topo.signals,
+    // a type's queue config may override its definition's attempts and backoff
+    queuePolicy: (type) => {
+      const q = queues.get(type);
+      return {
+        ...(q.maxAttempts !== undefined ? { maxAttempts: q.maxAttempts } : {}),
+        ...(q.backoff ? { backoff: q.backoff } : {}),
+      };
+    },
     names: n,
     config,
     definitions,
@@ -67,6 +78,7 @@ try {
     stopping = true;
     log.info({ signal }, "shutting down");
     await worker.shutdown();
+    queues.stop();
     await nc.drain().catch(() => undefined);
     await probe?.close();
     await tracing.shutdown();

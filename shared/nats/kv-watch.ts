@@ -43,16 +43,22 @@ export async function watchBucket(nc: NatsConnection, kv: KV, o: WatchOptions): 
       o.onLoaded?.();
       loaded();
     }
+    // nats-server 2.9.10 can report one pending entry too many, so `delta === 0` never comes for the
+    // last stored value: an update, or a short wait, also ends the initial load
+    const finishLoad = () => {
+      if (!loading) return;
+      loading = false;
+      o.onLoaded?.();
+      loaded();
+    };
+    const loadTimer = setTimeout(finishLoad, 3000);
+    loadTimer.unref();
     void (async () => {
       try {
         for await (const e of iter) {
           lastEntryAt = Date.now();
           o.onEntry(e);
-          if (loading && e.delta === 0) {
-            loading = false;
-            o.onLoaded?.();
-            loaded();
-          }
+          if (loading && (e.delta === 0 || e.isUpdate)) finishLoad();
         }
       } catch (err) {
         o.log.debug({ err: String(err), bucket: status.bucket }, "kv watch ended");
