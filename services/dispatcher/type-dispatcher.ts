@@ -34,7 +34,8 @@ export type TypeDispatcherDeps = {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const HOLD_KEEPALIVE_MS = 10_000;
+// a third of the tasks consumers' ack wait: held messages stay ours, a crashed leader's come back within it
+const HOLD_KEEPALIVE_MS = 3_000;
 
 /**
  * Dispatches one task type: holds a small window of messages from each of the type's five priority

@@ -56,7 +56,7 @@ export const DEAD_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 export const SIGNAL_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 
 /** Consumer settings for the per-(priority, type) consumers the dispatcher reads. */
-export const TASKS_ACK_WAIT_MS = 30_000;
+export const TASKS_ACK_WAIT_MS = 10_000;
 /** Default ack wait of the work consumers; workers send `working()` well inside it. */
 export const WORK_ACK_WAIT_MS = 30_000;
 
