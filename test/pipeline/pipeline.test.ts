@@ -39,7 +39,8 @@ describe("pipeline - enqueue to completion", () => {
         timeout: 5000,
       });
       const reply = m.json<{ id: string; status: string }>();
-      expect(reply.status).toBe("queued");
+      // truthful, so it may already be further along: the pipeline can finish before the reply is written
+      expect(["queued", "running", "completed"]).toContain(reply.status);
       const s = await stack.waitForStatus(reply.id, ["completed"]);
       expect(s.result).toEqual([1, 2, 3]);
       expect(s.priority).toBe("normal");
