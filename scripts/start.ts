@@ -152,7 +152,8 @@ async function main(): Promise<void> {
   const base = stringEnv(process.env);
   const common = { ...base, NATS_URL: natsUrl.join(","), LOG_FORMAT: "json" };
   const envs: Record<(typeof SERVICES)[number], Record<string, string>> = {
-    enqueue: { ...common, HTTP_HOST: cfg.httpHost, HTTP_PORT: String(httpPort) },
+    // local mode: no API keys, unless the caller's environment says AUTH_ENABLED=true
+    enqueue: { AUTH_ENABLED: "false", ...common, HTTP_HOST: cfg.httpHost, HTTP_PORT: String(httpPort) },
     // two processes cannot share one metrics port; run them alone to scrape them
     dispatcher: { ...common, METRICS_PORT: "0" },
     worker: { ...common, METRICS_PORT: "0" },
@@ -189,6 +190,7 @@ function printBanner(o: {
     "",
     "Sluice is running.",
     `  HTTP API   ${api}   (enqueue: POST /v1/tasks, GET /v1/tasks/<id>, GET /readyz)`,
+    `  API docs   ${api}/docs   (OpenAPI: ${api}/openapi.json)`,
     `  NATS       ${o.natsUrl.join(",")}   (${o.natsNote})`,
     `  Data       ${o.dataDir}`,
     "",
@@ -196,6 +198,7 @@ function printBanner(o: {
     `  ${post} '{"type":"noop","payload":{"hello":"world"}}'`,
     `  ${post} '{"type":"doc.chunk","priority":"high","payload":{"text":"First paragraph.\\n\\nSecond paragraph, a little longer.","chunkSize":24,"chunkOverlap":0}}'`,
     `  curl -s ${api}/v1/tasks/<id from the reply>`,
+    `  npx sluice --url ${api} task watch <id>      (the CLI; npx sluice --help)`,
     "",
     "Ctrl-C stops everything (the services drain first).",
     "",

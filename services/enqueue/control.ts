@@ -95,8 +95,15 @@ export class TaskControl {
   }
 }
 
+/** KV keys the state bucket accepts (gateway.ts checks the same); anything else names no task. */
+const KEY_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
+const KEY_MAX = 256;
+
 /** The state record and its revision; NotFoundError when there is none. */
 export async function read(s: Session, id: string): Promise<{ state: TaskState; revision: number }> {
+  // the KV client throws on a key it cannot use, which would surface as a 500
+  if (id.length > KEY_MAX || !KEY_RE.test(id))
+    throw new NotFoundError(ErrorCodes.taskNotFound, `no task with id ${JSON.stringify(id.slice(0, 64))}`);
   const e = await s.state.get(id);
   if (!e || e.operation !== "PUT")
     throw new NotFoundError(ErrorCodes.taskNotFound, `no task with id ${id.slice(0, 64)}`);

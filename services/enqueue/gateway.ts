@@ -2,7 +2,9 @@ import {
   ClosedConnectionError,
   DrainingConnectionError,
   InvalidArgumentError,
+  type MsgHdrs,
   NoRespondersError,
+  headers as newHeaders,
   RequestError,
   TimeoutError,
 } from "@nats-io/transport-node";
@@ -15,12 +17,24 @@ import {
 } from "../../shared/errors.ts";
 import type { Names } from "../../shared/names.ts";
 import { isWrongLastSequence, PublishError } from "../../shared/nats/publisher.ts";
+import { assertDelayWithinLimit } from "../../shared/schedule.ts";
 import { initialState, type TaskState, type TaskStatus, toTaskMessage } from "../../shared/task.ts";
+import { copyTraceContext, type TraceSource, traceparentOf } from "../../shared/telemetry/propagation.ts";
+import { SpanKind, startTaskSpan, type TaskSpan } from "../../shared/telemetry/spans.ts";
+import { enqueueDelayed, ensureScheduled } from "./delayed.ts";
 import { parseTaskInput } from "./input.ts";
 import type { Session, SessionSource } from "./link.ts";
+import { recordAccepted, recordDeduplicated } from "./metrics.ts";
 
 /** What an accepted enqueue answers. `duplicate` is set when an idempotency key matched an earlier task. */
 export type EnqueueResult = { id: string; status: TaskStatus; duplicate?: true };
+
+/** Where an enqueue request came from: its API, and the caller's trace context if it sent one. */
+export type EnqueueOrigin = {
+  transport: "http" | "nats";
+  /** The request's `traceparent`/`tracestate`: the enqueue span's parent (or, untraced, copied on). */
+  trace?: TraceSource | undefined;
+};
 
 /** Options of {@link Gateway}. */
 export type GatewayOptions = {
@@ -30,6 +44,8 @@ export type GatewayOptions = {
   maxPayloadBytes: number;
   /** Clock for `enqueuedAt`, epoch ms (default Date.now). */
   now?: () => number;
+  /** Queue limits checked before anything is written: a full queue throws QueueFullError (429). */
+  admission?: { admit(type: string): Promise<void> };
 };
 
 /** JetStream `err_code` for a message over the stream's `max_msg_size`. */
@@ -58,30 +74,73 @@ export class Gateway {
 
   /**
    * Accept one task. Throws ValidationError (400), PayloadTooLargeError (413) or UnavailableError
-   * (503); a rejected request writes nothing.
+   * (503); a rejected request writes nothing. The task message carries the trace context: the enqueue
+   * span's when tracing is on, the caller's own otherwise.
    */
-  async enqueue(body: unknown): Promise<EnqueueResult> {
+  async enqueue(body: unknown, origin: EnqueueOrigin = { transport: "nats" }): Promise<EnqueueResult> {
+    const span = startTaskSpan("sluice.enqueue", {
+      kind: SpanKind.SERVER,
+      parent: origin.trace,
+      attributes: { "sluice.transport": origin.transport },
+    });
+    try {
+      const r = await this.#enqueue(body, origin, span);
+      span?.setAttributes({ "sluice.task.status": r.status, "sluice.task.duplicate": r.duplicate === true });
+      span?.end();
+      return r;
+    } catch (err) {
+      if (span) endRejected(span, err);
+      throw err;
+    }
+  }
+
+  async #enqueue(body: unknown, origin: EnqueueOrigin, span: TaskSpan | undefined): Promise<EnqueueResult> {
     const input = parseTaskInput(body, this.#o.maxPayloadBytes);
     const s = this.#o.link.session();
     const msg = toTaskMessage(input, this.#now());
+    assertDelayWithinLimit(msg);
+    span?.setAttributes({
+      "sluice.task.id": msg.id,
+      "sluice.task.type": msg.type,
+      "sluice.task.priority": msg.priority,
+    });
     const { names } = this.#o;
     return withNatsErrors(async () => {
       if (input.idempotencyKey !== undefined) {
         const prior = await readState(s, msg.id);
-        if (prior) return { id: msg.id, status: prior.status, duplicate: true };
+        if (prior) {
+          if (prior.status === "scheduled") await ensureScheduled(s, names, msg, prior);
+          recordDeduplicated(msg.type);
+          return { id: msg.id, status: prior.status, duplicate: true };
+        }
       }
       const data = JSON.stringify(msg);
       const max = s.nc.info?.max_payload;
       if (max !== undefined && Buffer.byteLength(data) > max) {
         throw new PayloadTooLargeError(`task message exceeds the NATS server's max_payload (${max} bytes)`);
       }
+      await this.#o.admission?.admit(msg.type);
+      // No header block at all for an untraced request from an untraced caller: the common case.
+      let headers: MsgHdrs | undefined;
+      if (span || traceparentOf(origin.trace)) {
+        headers = newHeaders();
+        if (span) span.inject(headers);
+        else copyTraceContext(origin.trace, headers);
+      }
+      // a delayed task goes to the scheduler instead (state record first there: ./delayed.ts)
+      if (msg.runAt !== undefined) return enqueueDelayed(s, names, msg, headers);
       // The task message first, then the state record: a crash in between leaves a stored task the
       // dispatcher records itself, where the reverse order would leave a "queued" record for nothing.
-      const ack = await s.pub.publish(names.tasksSubject(msg.priority, msg.type), data, { msgId: msg.id });
+      const ack = await s.pub.publish(names.tasksSubject(msg.priority, msg.type), data, {
+        msgId: msg.id,
+        headers,
+      });
       // The stream dropped our publish as a repeat of this id: an earlier request with the same
       // idempotency key stored the task, so this one is the duplicate (exactly one caller is not).
       const duplicate = ack.duplicate && input.idempotencyKey !== undefined;
       const status = await createState(s, names, initialState(msg));
+      if (duplicate) recordDeduplicated(msg.type);
+      else recordAccepted(msg.type, msg.priority);
       return duplicate ? { id: msg.id, status, duplicate: true } : { id: msg.id, status };
     });
   }
@@ -94,6 +153,13 @@ export class Gateway {
     if (!state) throw taskNotFound(id);
     return state;
   }
+}
+
+/** A refused request's span: the error code always, failed status only for the server's own faults. */
+function endRejected(span: TaskSpan, err: unknown): void {
+  const status = err instanceof SluiceError ? err.status : 500;
+  if (err instanceof SluiceError) span.setAttributes({ "sluice.error.code": err.code });
+  span.end(status >= 500 ? err : undefined);
 }
 
 /** Insert-if-absent of the state record; when one exists already, its status wins. */

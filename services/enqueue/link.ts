@@ -15,6 +15,10 @@ export type Session = {
   readonly jsm: JetStreamManager;
   /** The task state bucket. */
   readonly state: KV;
+  /** Control signals for single tasks (cancel, pause). */
+  readonly signals: KV;
+  /** Worker registrations and heartbeats (GET /v1/workers, the legacy stats). */
+  readonly workers: KV;
 };
 
 /** Where the gateway gets its session; throws UnavailableError while NATS is not usable. */
@@ -161,7 +165,14 @@ export class NatsLink implements SessionSource {
         const topo = await ensureTopology(nc, names, { replicas: cfg.replicas, storage: cfg.storage });
         if (this.#closed) return;
         const pub = new AckedPublisher(nc, { timeoutMs: this.#o.publishTimeoutMs ?? 5_000 });
-        this.#session = { nc, pub, jsm: topo.jsm, state: topo.state };
+        this.#session = {
+          nc,
+          pub,
+          jsm: topo.jsm,
+          state: topo.state,
+          signals: topo.signals,
+          workers: topo.workers,
+        };
         this.#streamsPresent = true;
         log.info("nats topology ready");
         for (const w of this.#sessionWaiters.splice(0)) w(this.#session);

@@ -3,6 +3,7 @@ import { ErrorCodes, isSluiceError, ValidationError } from "../../shared/errors.
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { Gateway } from "./gateway.ts";
+import { recordRejected } from "./metrics.ts";
 
 /** Queue group of the enqueue request subscription: each request goes to one enqueue replica. */
 export const ENQUEUE_QUEUE = "enqueue";
@@ -10,7 +11,8 @@ export const ENQUEUE_QUEUE = "enqueue";
 /** The error reply of the NATS API, with the same codes as the HTTP problems. */
 export type ErrorReply = { error: { status: number; code: string; message: string; errors?: unknown } };
 
-const decoder = new TextDecoder();
+// fatal: a body that is not UTF-8 is not JSON; decoding it to U+FFFD would store what the caller never sent
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A running NATS API. */
 export type NatsApi = {
@@ -44,9 +46,10 @@ export function startNatsApi(
   async function handle(m: Msg): Promise<void> {
     let reply: unknown;
     try {
-      reply = await gateway.enqueue(parseBody(m.data));
+      reply = await gateway.enqueue(parseBody(m.data), { transport: "nats", trace: m.headers });
     } catch (err) {
       reply = toErrorReply(err);
+      recordRejected((reply as ErrorReply).error.code);
       if ((reply as ErrorReply).error.code === ErrorCodes.internal)
         log.error({ err }, "enqueue request failed");
     }

@@ -98,7 +98,7 @@ describe("Dockerfile", () => {
     for (const f of runtimeImports().files) {
       const rel = relative(repoRoot, f);
       expect(
-        sources.some((s) => rel.startsWith(`${s}/`)),
+        sources.some((s) => rel === s || rel.startsWith(`${s}/`)),
         rel,
       ).toBe(true);
       expect(dockerignoreAllows(rel, ignore), rel).toBe(true);

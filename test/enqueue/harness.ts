@@ -46,6 +46,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     HTTP_PORT: "0",
     MAX_PAYLOAD_BYTES: String(TEST_MAX_PAYLOAD_BYTES),
     REQUEST_TIMEOUT_MS: "5000",
+    AUTH_ENABLED: "false",
     ...env,
   });
   const log = createLogger({ service: "enqueue", level: "silent", format: "json" });

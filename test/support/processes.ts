@@ -27,7 +27,8 @@ export function spawnService(
 ): ServiceProcess {
   const child = spawn(process.execPath, [`services/${name}/main.ts`], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...env },
+    // local mode like `npm start`: no API keys unless a test turns AUTH_ENABLED on (only enqueue reads it)
+    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", AUTH_ENABLED: "false", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];

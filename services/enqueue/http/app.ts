@@ -4,12 +4,18 @@ import Fastify, {
   type FastifyReply,
   LogController,
 } from "fastify";
+import { register } from "prom-client";
 import { ErrorCodes } from "../../../shared/errors.ts";
 import type { Logger } from "../../../shared/logger.ts";
 import { ENVELOPE_BYTES } from "../config.ts";
 import type { Gateway } from "../gateway.ts";
+import { observeHttpRequest, recordRejected } from "../metrics.ts";
+import { type ApiDeps, installApi } from "./api.ts";
 import { PROBLEM_CONTENT_TYPE, type ProblemResponse, problem, toProblem } from "./problem.ts";
 import { taskRoutes } from "./routes.ts";
+import { controlRoutes } from "./tasks-control.ts";
+import type { TaskControl } from "../control.ts";
+import type { DeadLetters } from "../dead-letters.ts";
 
 /** What the HTTP API is built from. */
 export type AppDeps = {
@@ -21,7 +27,17 @@ export type AppDeps = {
   maxPayloadBytes: number;
   /** How long a request may take to arrive, ms. */
   requestTimeoutMs: number;
+  /** Cancel/pause/resume of single tasks, and the dead-letter queue (routes off when absent). */
+  control?: TaskControl;
+  deadLetters?: DeadLetters;
+  /** Serve `GET /metrics` (Prometheus text format) on this API (default true). */
+  metrics?: boolean;
+  /** API keys, CORS, OpenAPI, events, batch/list/retry, workers, compatibility and Appwrite routes (http/api.ts). */
+  api?: ApiDeps;
 };
+
+/** The route whose refusals count as rejected tasks. */
+const ENQUEUE_ROUTE = "/v1/tasks";
 
 /** Build the enqueue HTTP API (not listening; `app.listen` or `app.inject` it). */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -40,9 +56,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // Only JSON: a text/plain body would reach the handler as a string and read as a schema error.
   app.removeContentTypeParser("text/plain");
+  const waiter = deps.api ? installApi(app, deps.api) : undefined;
 
   app.setErrorHandler((err, req, reply) => {
     const p = toProblem(err);
+    if (req.method === "POST" && req.routeOptions.url === ENQUEUE_ROUTE) recordRejected(p.body.code);
     if (p.body.code === ErrorCodes.internal) req.log.error({ err }, "request failed");
     else if (p.status >= 500) req.log.debug({ code: p.body.code, detail: p.body.detail }, "request refused");
     return sendProblem(reply, p);
@@ -54,7 +72,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     ),
   );
 
+  // Labelled by the route pattern, never the raw URL: `/v1/tasks/:id` is one series, not one per task.
+  app.addHook("onResponse", (req, reply, done) => {
+    observeHttpRequest(req.routeOptions.url, req.method, reply.statusCode, reply.elapsedTime / 1000);
+    done();
+  });
+
   app.get("/healthz", async () => ({ status: "ok" }));
+  if (deps.metrics !== false) {
+    app.get("/metrics", async (_req, reply) =>
+      reply.type(register.contentType).send(await register.metrics()),
+    );
+  }
   app.get("/readyz", async (_req, reply) => {
     if (deps.isReady()) return { status: "ready" };
     return sendProblem(
@@ -64,7 +93,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       }),
     );
   });
-  app.register(taskRoutes, { gateway: deps.gateway });
+  app.register(taskRoutes, { gateway: deps.gateway, waiter });
+  if (deps.control && deps.deadLetters)
+    app.register(controlRoutes, { control: deps.control, deadLetters: deps.deadLetters });
   return app;
 }
 

@@ -1,4 +1,5 @@
 import { type ErrorCode, ErrorCodes, isSluiceError, UnavailableError } from "../../../shared/errors.ts";
+import { asUnavailable } from "../nats-errors.ts";
 
 /** An RFC 9457 problem body as Sluice sends it; `code` is the stable machine-readable part. */
 export type Problem = {
@@ -27,6 +28,13 @@ const TITLES: Partial<Record<ErrorCode, string>> = {
   task_not_found: "Task not found",
   conflict: "Conflict",
   unavailable: "Service unavailable",
+  queue_full: "Queue full",
+  unauthorized: "Unauthorized",
+  forbidden: "Forbidden",
+  invalid_signature: "Invalid signature",
+  too_many_streams: "Too many event streams",
+  task_not_finished: "Task not finished",
+  task_not_retryable: "Task not retryable",
   internal_error: "Internal error",
 };
 
@@ -72,10 +80,13 @@ export function problem(
  * Map any error to the response the client sees. Only errors raised on purpose (SluiceError, fastify's
  * 4xx) say what went wrong; anything else is a 500 whose detail reveals nothing internal.
  */
-export function toProblem(err: unknown): ProblemResponse {
+export function toProblem(raw: unknown): ProblemResponse {
+  const err = asUnavailable(raw);
   if (isSluiceError(err)) {
     const headers: Record<string, string> = {};
-    if (err instanceof UnavailableError) headers["retry-after"] = String(err.retryAfterS);
+    // 503 and 429 say when to come back (UnavailableError, QueueFullError, …)
+    const retryAfterS = (err as { retryAfterS?: unknown }).retryAfterS;
+    if (typeof retryAfterS === "number") headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfterS)));
     const detail = err.status >= 500 && !(err instanceof UnavailableError) ? "internal error" : err.message;
     return problem(err.code, err.status, detail, { errors: err.details, headers });
   }

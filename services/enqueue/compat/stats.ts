@@ -1,0 +1,122 @@
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Names } from "../../../shared/names.ts";
+import type { Session } from "../link.ts";
+import { readWorkers } from "../workers.ts";
+
+/**
+ * The numbers behind the legacy stats routes. Queue depth and running tasks are read live from
+ * JetStream and the workers bucket. Finished-task totals have no durable counter in Sluice (the
+ * state bucket would have to be scanned), so, like the predecessor's in-memory counters, they count
+ * outcomes since this gateway process started, from the workers' `<prefix>.events.<status>.<type>`
+ * notices (best effort: a notice lost in a reconnect is not counted). Replicas count independently.
+ */
+
+/** Outcomes seen since start. */
+export type OutcomeCounts = {
+  completed: number;
+  failed: number;
+  timedOut: number;
+  cancelled: number;
+  dead: number;
+};
+
+/** Counts the workers' outcome notices; one core subscription, no parsing (the status is in the subject). */
+export class OutcomeCounters {
+  readonly #counts: OutcomeCounts = { completed: 0, failed: 0, timedOut: 0, cancelled: 0, dead: 0 };
+  #sub: Subscription | undefined;
+
+  /** Subscribe (once); the subscription survives reconnects. */
+  start(nc: NatsConnection, names: Names): void {
+    if (this.#sub) return;
+    const statusToken = names.prefix.split(".").length + 1;
+    this.#sub = nc.subscribe(names.eventsSubjectAll, {
+      callback: (_err, m) => {
+        switch (m.subject.split(".")[statusToken]) {
+          case "completed":
+            this.#counts.completed++;
+            break;
+          case "failed":
+            this.#counts.failed++;
+            break;
+          case "timed_out":
+            this.#counts.timedOut++;
+            break;
+          case "cancelled":
+            this.#counts.cancelled++;
+            break;
+          case "dead":
+            this.#counts.dead++;
+            break;
+          default: // not an outcome (retrying, paused, …)
+        }
+      },
+    });
+  }
+
+  stop(): void {
+    this.#sub?.unsubscribe();
+    this.#sub = undefined;
+  }
+
+  get counts(): Readonly<OutcomeCounts> {
+    return { ...this.#counts };
+  }
+}
+
+/** The live part of the stats. */
+export type QueueSnapshot = {
+  /** Tasks waiting in the tasks stream (every type and priority). */
+  queued: number;
+  /** Tasks dispatched and not yet acked (waiting for a worker or running). */
+  inWork: number;
+  /** Busy slots of live workers. */
+  busy: number;
+  /** Slots of live workers. */
+  slots: number;
+  liveWorkers: number;
+  /** Types served by live workers. */
+  types: string[];
+  /** The tasks stream's message limit, -1 when unlimited (JetStream's convention). */
+  maxQueued: number;
+};
+
+const CACHE_MS = 1_000;
+
+/** Reads the live numbers, at most once a second however often dashboards poll. */
+export class QueueSnapshots {
+  #cached: { at: number; value: Promise<QueueSnapshot> } | undefined;
+
+  async read(s: Session, names: Names): Promise<QueueSnapshot> {
+    const now = Date.now();
+    if (this.#cached && now - this.#cached.at < CACHE_MS) return this.#cached.value;
+    const value = readSnapshot(s, names);
+    this.#cached = { at: now, value };
+    value.catch(() => {
+      if (this.#cached?.value === value) this.#cached = undefined;
+    });
+    return value;
+  }
+}
+
+async function readSnapshot(s: Session, names: Names): Promise<QueueSnapshot> {
+  const [tasks, work, workers] = await Promise.all([
+    s.jsm.streams.info(names.tasksStream),
+    s.jsm.streams.info(names.workStream),
+    readWorkers(s.workers),
+  ]);
+  let busy = 0;
+  let slots = 0;
+  for (const c of Object.values(workers.types)) {
+    busy += c.busy;
+    slots += c.slots;
+  }
+  return {
+    queued: tasks.state.messages,
+    inWork: work.state.messages,
+    busy,
+    slots,
+    liveWorkers: workers.workers.length,
+    types: Object.keys(workers.types).sort(),
+    maxQueued: tasks.config.max_msgs > 0 ? tasks.config.max_msgs : -1,
+  };
+}
