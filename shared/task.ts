@@ -174,6 +174,8 @@ export type TaskState = {
   replayOf?: string;
   /** Id of the task that replayed this dead one. */
   replayedBy?: string;
+  /** Sequence of this task's entry in the dead-letter stream. */
+  dlqSeq?: number;
 };
 
 /** A new task id: random, URL-safe, sortable enough for humans to tell apart. */

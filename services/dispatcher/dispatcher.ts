@@ -6,16 +6,16 @@ import type { Names } from "../../shared/names.ts";
 import { AckedPublisher } from "../../shared/nats/publisher.ts";
 import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
 import type { Priority } from "../../shared/priority.ts";
-import type { Config } from "./config.ts";
 import { SignalWatcher } from "../../shared/signals.ts";
+import type { Config } from "./config.ts";
 import { Lease } from "./lease.ts";
 import { DispatchLimits } from "./limits/dispatch-limits.ts";
 import { parseSlotsNotice } from "./limits/slots-notice.ts";
 import type { ThrottleReason } from "./limits/type-gate.ts";
 import { WorkerRegistry } from "./registry.ts";
+import { RetentionSweeper } from "./retention.ts";
 import { type Scheduling, startScheduling } from "./scheduler/index.ts";
 import { TypeDispatcher } from "./type-dispatcher.ts";
-import { RetentionSweeper } from "./retention.ts";
 
 /** Lifecycle of a dispatcher replica. */
 export type DispatcherState = "created" | "standby" | "leading" | "stopped";

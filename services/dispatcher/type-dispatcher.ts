@@ -33,7 +33,11 @@ export type TypeDispatcherDeps = {
 };
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// fatal: bytes that are not UTF-8 are not JSON, and decoding them to U+FFFD would run a task nobody sent
+const decoder = new TextDecoder("utf-8", { fatal: true });
+/** A task id becomes a KV key and a subject token: what the state bucket cannot key is no task (the gateway's rule). */
+const TASK_ID_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
+const TASK_ID_MAX = 256;
 // a third of the tasks consumers' ack wait: held messages stay ours, a crashed leader's come back within it
 const HOLD_KEEPALIVE_MS = 3_000;
 
@@ -276,10 +280,22 @@ export class TypeDispatcher {
       return undefined;
     }
     if (typeof body.id === "string" && typeof body.type === "string" && typeof body.enqueuedAt === "number") {
+      if (!isTaskId(body.id)) {
+        this.#reject(m, "id is not a valid task id");
+        return undefined;
+      }
       // written by the gateway: forward as is
       return { id: body.id, data: m.data, enqueuedAt: body.enqueuedAt };
     }
-    const parsed = DirectTaskBody.safeParse(body);
+    let parsed: ReturnType<typeof DirectTaskBody.safeParse>;
+    try {
+      parsed = DirectTaskBody.safeParse(body);
+    } catch (err) {
+      // zod recurses into the payload: thousands of levels overflow the stack, and an exception escaping
+      // to the pull subscription's callback stalls the whole connection (lease lost, nothing dispatched)
+      this.#reject(m, `unreadable: ${String(err)}`);
+      return undefined;
+    }
     if (!parsed.success) {
       this.#reject(m, parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
       return undefined;
@@ -290,6 +306,10 @@ export class TypeDispatcher {
       (b.idempotencyKey
         ? idForIdempotencyKey(this.type, b.idempotencyKey)
         : `j${m.streamSeq}-${m.storedAtMs.toString(36)}`);
+    if (!isTaskId(id)) {
+      this.#reject(m, "id is not a valid task id");
+      return undefined;
+    }
     const task: TaskMessage = {
       id,
       type: this.type,
@@ -310,4 +330,8 @@ export class TypeDispatcher {
     );
     m.term();
   }
+}
+
+function isTaskId(id: string): boolean {
+  return id.length <= TASK_ID_MAX && TASK_ID_RE.test(id);
 }

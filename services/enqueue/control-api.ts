@@ -52,5 +52,9 @@ export function startControlApi(
       },
     }),
   );
-  return { stop: () => subs.forEach((s) => s.unsubscribe()) };
+  return {
+    stop: () => {
+      for (const s of subs) s.unsubscribe();
+    },
+  };
 }

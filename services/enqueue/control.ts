@@ -45,7 +45,6 @@ export class TaskControl {
         updatedAt: now,
         error: { code: ErrorCodes.cancelled, message: "cancelled on request" },
       };
-      delete next.task;
       if (await cas(s, this.#names, next, revision)) return { id, status: "cancelled" };
     }
     throw new UnavailableError("the task kept changing while being cancelled; retry");

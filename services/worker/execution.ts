@@ -206,10 +206,10 @@ export class Execution {
       return this.#giveUp(policy, { code: ErrorCodes.invalidPayload, message: detail });
     }
 
-    const runningTimer =
-      this.#deps.runningWriteAfterMs > 0
-        ? setTimeout(() => this.#writeRunning(), this.#deps.runningWriteAfterMs)
-        : (this.#writeRunning(), undefined);
+    let runningTimer: NodeJS.Timeout | undefined;
+    if (this.#deps.runningWriteAfterMs > 0)
+      runningTimer = setTimeout(() => this.#writeRunning(), this.#deps.runningWriteAfterMs);
+    else this.#writeRunning();
     const timeoutMs = msg.timeoutMs ?? this.#def.timeoutMs;
     const timeout = setTimeout(() => this.#controller.abort("timeout" satisfies AbortReason), timeoutMs);
     const ctrl = this.#controller.signal;
@@ -336,7 +336,10 @@ export class Execution {
     clearTimeout(this.#progressTimer);
   }
 
-  async #final(status: TaskStatus, extra: { result?: unknown; error?: TaskError }): Promise<Outcome> {
+  async #final(
+    status: TaskStatus,
+    extra: { result?: unknown; error?: TaskError; task?: TaskMessage },
+  ): Promise<Outcome> {
     this.#stop();
     const ok = await this.#rec.final(this.#snapshot(status, { finishedAt: Date.now(), ...extra }));
     return ok ? status : "redelivered";
@@ -365,7 +368,8 @@ export class Execution {
   async #giveUp(policy: RetryPolicy, error: TaskError): Promise<Outcome> {
     this.#stop();
     const now = Date.now();
-    if (!policy.deadLetter) return this.#final(givenUpStatus(error), { error });
+    // the task message stays with the record so `POST /v1/tasks/:id/retry` can run it again
+    if (!policy.deadLetter) return this.#final(givenUpStatus(error), { error, task: this.#msg! });
     const ok = await this.#rec.dead(this.#snapshot("dead", { finishedAt: now, error }), this.#msg!, error);
     return ok ? "dead" : "redelivered";
   }
@@ -390,6 +394,7 @@ export class Execution {
   async #cancelled(): Promise<Outcome> {
     return this.#final("cancelled", {
       error: { code: ErrorCodes.cancelled, message: "cancelled on request" },
+      task: this.#msg!,
     });
   }
 

@@ -87,15 +87,16 @@ describe("gateway auth - API keys", () => {
     expect((await call("POST", "/v1/tasks", bearer(fromFile))).statusCode).toBe(403);
   });
 
-  it("gives admin every route, and closes routes without a declared scope to non-admin keys", async () => {
+  it("gives admin every route, lets producers cancel, and keeps operations to admin keys", async () => {
     expect((await call("POST", "/v1/tasks", bearer(admin))).statusCode).toBe(202);
     expect((await call("GET", "/v1/workers", bearer(admin))).statusCode).toBe(200);
-    // a control route of another module (no scope declared): admin only
     const id = "no-such-task";
-    const asProducer = await call("POST", `/v1/tasks/${id}/cancel`, bearer(producer));
-    expect(asProducer.statusCode).toBe(403);
-    const asAdmin = await call("POST", `/v1/tasks/${id}/cancel`, bearer(admin));
-    expect(asAdmin.statusCode).toBe(404);
+    // cancel is a producer's call (scope enqueue): past auth, then 404 for the unknown task
+    expect((await call("POST", `/v1/tasks/${id}/cancel`, bearer(producer))).statusCode).toBe(404);
+    // pausing a task is an operation: admin only
+    expect((await call("POST", `/v1/tasks/${id}/pause`, bearer(producer))).statusCode).toBe(403);
+    expect((await call("POST", `/v1/tasks/${id}/pause`, bearer(admin))).statusCode).toBe(404);
+    expect((await call("POST", "/v1/dlq/replay", bearer(producer))).statusCode).toBe(403);
   });
 
   it("leaves health, readiness, metrics and the API docs open", async () => {

@@ -83,7 +83,8 @@ describe("gateway OpenAPI - /openapi.json", () => {
       expect.arrayContaining(["202", "200", "400", "401", "403", "413", "415", "429", "503"]),
     );
     expect(doc.paths["/v1/tasks/{id}"]!.get!["x-sluice-scope"]).toBe("read");
-    expect(doc.paths["/v1/tasks/{id}/cancel"]!.post!["x-sluice-scope"]).toBe("admin");
+    expect(doc.paths["/v1/tasks/{id}/cancel"]!.post!["x-sluice-scope"]).toBe("enqueue");
+    expect(doc.paths["/v1/tasks/{id}/pause"]!.post!["x-sluice-scope"]).toBe("admin");
     const hook = doc.paths["/v1/appwrite/webhooks/{name}"]!.post!;
     expect(hook.security).toEqual([]);
     expect(hook.responses["401"]).toBeDefined();

@@ -79,7 +79,7 @@ describe("lifecycle - cancel, pause and resume", () => {
     const r0 = await stack.post({ type: "test.pages", payload: { pages: 10, msPerPage: 150 } });
     const id = r0.body.id as string;
     await waitFor(
-      async () => ((await stack.get(id))?.checkpoint as { page?: number } | undefined)?.page! >= 3,
+      async () => (((await stack.get(id))?.checkpoint as { page?: number } | undefined)?.page ?? 0) >= 3,
       10_000,
     );
     const p = await call(stack, "POST", `/v1/tasks/${id}/pause`);

@@ -7,9 +7,11 @@ import { envSchema as dispatcherEnv } from "../../services/dispatcher/config.ts"
 import { envSchema as enqueueEnv } from "../../services/enqueue/config.ts";
 import { envSchema as workerEnv } from "../../services/worker/config.ts";
 import { commonEnv } from "../../shared/config.ts";
+import { otelEnv } from "../../shared/telemetry/otel-env.ts";
 
 const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
-const commonKeys = new Set(Object.keys(commonEnv));
+// documented once, in their own tables: every service reads them
+const commonKeys = new Set([...Object.keys(commonEnv), ...Object.keys(otelEnv)]);
 
 /** The `| \`VAR\` | default | meaning |` rows under a `### heading`, up to the next heading. */
 function tableUnder(heading: string): Map<string, string> {
@@ -26,6 +28,7 @@ function tableUnder(heading: string): Map<string, string> {
 
 const sections: [heading: string, schema: z.ZodObject, required: (key: string) => boolean][] = [
   ["Common (every service)", z.object(commonEnv), () => true],
+  ["Tracing (every service)", z.object(otelEnv), () => true],
   ["enqueue", enqueueEnv, (k) => !commonKeys.has(k)],
   ["dispatcher", dispatcherEnv, (k) => !commonKeys.has(k)],
   ["worker", workerEnv, (k) => !commonKeys.has(k)],

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -5,17 +6,17 @@ import Fastify, {
   LogController,
 } from "fastify";
 import { register } from "prom-client";
-import { ErrorCodes } from "../../../shared/errors.ts";
+import { ErrorCodes, ValidationError } from "../../../shared/errors.ts";
 import type { Logger } from "../../../shared/logger.ts";
 import { ENVELOPE_BYTES } from "../config.ts";
+import type { TaskControl } from "../control.ts";
+import type { DeadLetters } from "../dead-letters.ts";
 import type { Gateway } from "../gateway.ts";
 import { observeHttpRequest, recordRejected } from "../metrics.ts";
 import { type ApiDeps, installApi } from "./api.ts";
 import { PROBLEM_CONTENT_TYPE, type ProblemResponse, problem, toProblem } from "./problem.ts";
 import { taskRoutes } from "./routes.ts";
 import { controlRoutes } from "./tasks-control.ts";
-import type { TaskControl } from "../control.ts";
-import type { DeadLetters } from "../dead-letters.ts";
 
 /** What the HTTP API is built from. */
 export type AppDeps = {
@@ -48,6 +49,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.maxPayloadBytes + ENVELOPE_BYTES,
     requestTimeout: deps.requestTimeoutMs,
+    // Node checks request timeouts only this often (default 30 s): without it a body trickled in one
+    // byte at a time holds its connection ~30 s past REQUEST_TIMEOUT_MS, and one just in time is taken
+    http: { connectionsCheckingInterval: Math.min(1_000, deps.requestTimeoutMs) },
     return503OnClosing: true,
     // task ids may be up to 256 characters (KV keys); the default of 100 would 404 the longer ones
     routerOptions: { maxParamLength: 300 },
@@ -56,6 +60,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // Only JSON: a text/plain body would reach the handler as a string and read as a schema error.
   app.removeContentTypeParser("text/plain");
+  // JSON is UTF-8 (RFC 8259). The stock parser decodes invalid bytes to U+FFFD, so a payload would be
+  // stored as something the caller never sent: check the raw bytes, then parse as before.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (req, body, done) => {
+    const raw = body as Buffer;
+    if (!isUtf8(raw)) {
+      done(new ValidationError(ErrorCodes.invalidJson, "body is not valid UTF-8"), undefined);
+      return;
+    }
+    parseJson(req, raw.toString("utf8"), done);
+  });
   const waiter = deps.api ? installApi(app, deps.api) : undefined;
 
   app.setErrorHandler((err, req, reply) => {
