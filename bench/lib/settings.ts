@@ -1,0 +1,105 @@
+/**
+ * Bench settings from the command line. Every system gets the same counts, rate and payload; `--quick`
+ * shrinks them for a ~1 minute run while developing.
+ */
+
+/** The systems the bench can measure, in the order they run. */
+export const SYSTEMS = ["jetstream", "bullmq", "bullmqFastest", "sluice"] as const;
+export type System = (typeof SYSTEMS)[number];
+
+/** Parsed settings; counts are messages, durations ms. */
+export type Settings = {
+  json: boolean;
+  quick: boolean;
+  only: ReadonlySet<System>;
+  /** Messages in the enqueue measure (after the warm-up). */
+  enqueueCount: number;
+  /** Tasks in one end-to-end throughput run (after the warm-up). */
+  e2eCount: number;
+  /** End-to-end runs per system; the median is reported. */
+  e2eRuns: number;
+  /** Messages sent (and consumed) before any measure, not counted. */
+  warmupCount: number;
+  /** Steady rate of the latency measure. */
+  latencyRatePerSec: number;
+  /** Length of the latency run, of which the first `latencyWarmupMs` are not counted. */
+  latencyDurationMs: number;
+  latencyWarmupMs: number;
+  /** HTTP enqueue load: keep-alive connections and duration. */
+  httpConnections: number;
+  httpDurationS: number;
+  /** Before each system, wait up to this long for the rest of the machine to go quiet (0: don't). */
+  waitQuietMs: number;
+  /** Times a system is run again when other processes took over 10% of the machine during it. */
+  retries: number;
+  /** The whole run is aborted (and cleaned up) after this long. */
+  deadlineMs: number;
+};
+
+const HELP = `usage: node bench/main.ts [--quick] [--json] [--only=jetstream,bullmq,bullmqFastest,sluice]
+                          [--e2e=N] [--e2e-runs=N] [--enqueue=N] [--rate=N]
+                          [--latency-seconds=N] [--wait-quiet=S] [--retries=N]
+  --quick        smaller counts, ~1 minute
+  --json         print one JSON object on stdout (logs and the table go to stderr)
+  --wait-quiet   before each system, wait up to S seconds for other processes to stop using the CPU
+  --retries      run a system again, up to N times, when other processes took over 10% of the CPU`;
+
+/** Parse argv (without node and script). Throws with the usage text on anything unknown. */
+export function parseArgs(argv: readonly string[]): Settings {
+  const flags = new Map<string, string>();
+  for (const a of argv) {
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(a);
+    if (!m) throw new Error(`unexpected argument ${a}\n${HELP}`);
+    flags.set(m[1]!, m[2] ?? "true");
+  }
+  const known = new Set([
+    "quick",
+    "json",
+    "only",
+    "e2e",
+    "e2e-runs",
+    "enqueue",
+    "rate",
+    "latency-seconds",
+    "wait-quiet",
+    "retries",
+    "help",
+  ]);
+  for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${HELP}`);
+  if (flags.has("help")) throw new Error(HELP);
+  const quick = flags.get("quick") === "true";
+  const int = (name: string, dflt: number) => {
+    const v = flags.get(name);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`);
+    return n;
+  };
+  const onlyRaw = flags.get("only");
+  const only = new Set<System>();
+  for (const s of onlyRaw ? onlyRaw.split(",") : SYSTEMS) {
+    if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`unknown system ${s}\n${HELP}`);
+    only.add(s as System);
+  }
+  const latencyDurationMs = int("latency-seconds", quick ? 6 : 15) * 1000;
+  const waitQuietMs = (flags.has("wait-quiet") ? int("wait-quiet", 1) : 0) * 1000;
+  const retries = flags.has("retries") ? int("retries", 1) : 0;
+  return Object.freeze({
+    json: flags.get("json") === "true",
+    quick,
+    only,
+    enqueueCount: int("enqueue", quick ? 20_000 : 100_000),
+    e2eCount: int("e2e", quick ? 10_000 : 50_000),
+    e2eRuns: int("e2e-runs", quick ? 1 : 3),
+    warmupCount: quick ? 2_000 : 5_000,
+    latencyRatePerSec: int("rate", 2_000),
+    latencyDurationMs,
+    latencyWarmupMs: Math.min(3_000, Math.floor(latencyDurationMs / 4)),
+    httpConnections: 64,
+    httpDurationS: quick ? 5 : 10,
+    waitQuietMs,
+    retries,
+    // every attempt of every system may also wait for a quiet machine
+    deadlineMs: (1 + retries) * ((quick ? 4 * 60_000 : 12 * 60_000) + SYSTEMS.length * waitQuietMs),
+  });
+}

@@ -1,0 +1,52 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Names } from "../../shared/names.ts";
+import type { TaskState } from "../../shared/task.ts";
+import { epochMs, until } from "./clock.ts";
+
+/**
+ * How the bench knows Sluice finished its tasks, from JetStream itself rather than from anything the
+ * services report: a task leaves the tasks stream only once its work message is stored, and the work
+ * stream only once its final state is stored (docs/architecture.md), so both streams empty means every
+ * task accepted so far is final. The audit at the end reads every state record to prove it.
+ */
+
+/** Poll until the tasks and work streams are both empty; returns when that was seen (epoch ms). */
+export async function untilEmpty(jsm: JetStreamManager, n: Names, timeoutMs: number): Promise<number> {
+  return until(
+    "the tasks and work streams to empty",
+    async () => {
+      const [t, w] = await Promise.all([jsm.streams.info(n.tasksStream), jsm.streams.info(n.workStream)]);
+      return t.state.messages + w.state.messages === 0 ? epochMs() : 0;
+    },
+    timeoutMs,
+    20,
+  );
+}
+
+/** Count the latest state record of every task by status (reads the whole bucket; not on a measured path). */
+export async function auditStates(
+  nc: NatsConnection,
+  bucket: string,
+  timeoutMs = 120_000,
+): Promise<Record<string, number>> {
+  const kv = await new Kvm(nc).open(bucket);
+  const counts: Record<string, number> = {};
+  if ((await kv.status()).values === 0) return counts;
+  const watch = await kv.watch({ key: ">" });
+  const t = setTimeout(() => watch.stop(), timeoutMs);
+  try {
+    for await (const e of watch) {
+      if (e.operation === "PUT") {
+        const status = e.json<TaskState>().status;
+        counts[status] = (counts[status] ?? 0) + 1;
+      }
+      if (e.delta === 0) break;
+    }
+  } finally {
+    clearTimeout(t);
+    watch.stop();
+  }
+  return counts;
+}

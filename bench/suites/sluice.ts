@@ -1,0 +1,244 @@
+import { createHash, randomBytes } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { names } from "../../shared/names.ts";
+import { freePort } from "../../shared/nats/local-server.ts";
+import type { ServiceProcess } from "../../test/support/processes.ts";
+import { epochMs } from "../lib/clock.ts";
+import type { SendRun } from "../lib/drive.ts";
+import { type HttpLoad, httpLoad, probeOnce } from "../lib/http-load.ts";
+import { makePayload } from "../lib/payload.ts";
+import { type RoleHandle, startRole } from "../lib/rpc.ts";
+import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
+import { startNats } from "../lib/servers.ts";
+import { assertServicesExist, problems, startService, stopService } from "../lib/services.ts";
+import type { Settings } from "../lib/settings.ts";
+import { auditStates, untilEmpty } from "../lib/sluice-checks.ts";
+import { perSec, summarize } from "../lib/stats.ts";
+import { type LatencyResult, median, type Rate, type RepeatedRate, rateOf } from "./peer.ts";
+
+/**
+ * Sluice: the three real services as separate processes on a nats-server of their own, driven like a
+ * client would. Order: enqueue measures with no worker running (tasks pile up, as in the peers' enqueue
+ * measures), then the worker starts and drains that backlog, then end to end and latency.
+ * Completion is read from JetStream itself: a task leaves the tasks stream only after its work message
+ * is stored, and the work stream only after its final state is stored (docs/architecture.md), so both
+ * streams empty means every task is final. Latency uses a KV watch of the state bucket.
+ */
+
+const PREFIX = "sluice";
+const TYPE = "noop";
+const REQUEST_WINDOW = 500;
+
+/** Everything the Sluice part reports. */
+export type SluiceResult = {
+  /** Direct JetStream publishes of DirectTaskBody to the tasks subjects (the peers' enqueue measure). */
+  enqueue: Rate;
+  httpEnqueue: HttpLoad;
+  requestEnqueue: Rate;
+  /** The worker starting on the backlog the enqueue measures left. */
+  backlogDrain: Rate;
+  e2e: RepeatedRate;
+  latency: LatencyResult & { sent: number; recordP50Ms: number; recordP99Ms: number };
+  /** Latest status of every task in the state bucket at the end: all must be completed. */
+  finalStates: Record<string, number>;
+  /** RSS and CPU of each service over the whole Sluice part. */
+  services: Record<string, ProcUsage>;
+  /** RSS and CPU of every process during end to end and latency. */
+  processes: Record<string, ProcUsage>;
+  shutdownExitCodes: Record<string, number | null>;
+  warnings: string[];
+  settings: Record<string, unknown>;
+};
+
+/** Run the Sluice measures; throws (no figures) if a service is missing or misbehaves. */
+export async function benchSluice(s: Settings, log: (m: string) => void): Promise<SluiceResult> {
+  assertServicesExist();
+  const n = names(PREFIX);
+  const nats = await startNats();
+  const nc = await connect({ servers: nats.url, name: "bench-orchestrator" });
+  const services: ServiceProcess[] = [];
+  const roles: RoleHandle[] = [];
+  const usage = sampleProcesses({ "nats-server": nats.pid });
+  try {
+    const common = {
+      NATS_URL: nats.url,
+      SLUICE_PREFIX: PREFIX,
+      SLUICE_STORAGE: "file",
+      SLUICE_REPLICAS: "1",
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+      METRICS_PORT: "0",
+    };
+    const httpPort = await freePort();
+    log("sluice: starting enqueue and dispatcher (no worker yet)");
+    // Production runs with API keys on, so the bench pays for the key check too.
+    const apiKey = `sk_${randomBytes(32).toString("base64url")}`;
+    const enqueue = await startService("enqueue", {
+      ...common,
+      AUTH_ENABLED: "true",
+      SLUICE_API_KEYS: `bench:enqueue:${createHash("sha256").update(apiKey).digest("hex")}`,
+      HTTP_HOST: "127.0.0.1",
+      HTTP_PORT: String(httpPort),
+    });
+    services.push(enqueue);
+    const dispatcher = await startService("dispatcher", {
+      ...common,
+      DISPATCHER_ID: "bench-dispatcher",
+      TASK_TYPES: TYPE,
+    });
+    services.push(dispatcher);
+    usage.add("enqueue", enqueue.child.pid!);
+    usage.add("dispatcher", dispatcher.child.pid!);
+    const jsm = await jetstreamManager(nc);
+    const spec = { url: nats.url, prefix: PREFIX, type: TYPE };
+    const prod = await startRole("sluice.producer", spec);
+    roles.push(prod);
+
+    log("sluice: HTTP enqueue");
+    const url = `http://127.0.0.1:${httpPort}/v1/tasks`;
+    const body = JSON.stringify({ type: TYPE, payload: makePayload(0, false) });
+    const headers = { authorization: `Bearer ${apiKey}` };
+    const httpWarm = await httpLoad(url, body, headers, s.httpConnections, s.quick ? 1 : 2);
+    const http = await httpLoad(url, body, headers, s.httpConnections, s.httpDurationS);
+    if (http.ok2xx === 0 || http.non2xx + http.errors > http.requests * 0.01) {
+      const sample = await probeOnce(url, body, headers);
+      throw new Error(`HTTP enqueue failed: ${JSON.stringify(http)}; one request answers ${sample}`);
+    }
+
+    log("sluice: NATS enqueue (direct publish, then request/reply)");
+    await prod.call("burst", { count: s.warmupCount, idPrefix: "enqw-" });
+    const direct = await prod.call<SendRun>("burst", { count: s.enqueueCount, idPrefix: "enq-" });
+    const requestCount = Math.min(s.enqueueCount, s.quick ? 5_000 : 20_000);
+    const reqWarm = await prod.call<SendRun>("request", { count: 1000, window: REQUEST_WINDOW });
+    const req = await prod.call<SendRun>("request", { count: requestCount, window: REQUEST_WINDOW });
+
+    log("sluice: starting the worker on the backlog");
+    const backlog = (await jsm.streams.info(n.tasksStream)).state.messages;
+    const worker = await startService("worker", {
+      ...common,
+      WORKER_ID: "bench-worker",
+      WORKER_TYPES: TYPE,
+      WORKER_CONCURRENCY: "100",
+    });
+    services.push(worker);
+    usage.add("worker", worker.child.pid!);
+    const drainStart = epochMs();
+    const drainEnd = await untilEmpty(jsm, n, Math.max(60_000, backlog));
+    const backlogDrain = rateOf(backlog, drainStart, drainEnd);
+
+    log("sluice: end to end");
+    const during = sampleProcesses({
+      "nats-server": nats.pid,
+      producer: prod.pid,
+      enqueue: enqueue.child.pid!,
+      dispatcher: dispatcher.child.pid!,
+      worker: worker.child.pid!,
+    });
+    await prod.call("burst", { count: s.warmupCount, idPrefix: "e2ew-" });
+    await untilEmpty(jsm, n, 60_000);
+    const runs: Rate[] = [];
+    for (let i = 1; i <= s.e2eRuns; i++) {
+      const run = await prod.call<SendRun>("burst", { count: s.e2eCount, idPrefix: `e2e${i}-` });
+      const end = await untilEmpty(jsm, n, Math.max(60_000, s.e2eCount));
+      runs.push(rateOf(s.e2eCount, run.startedAt, end));
+    }
+    const e2e = median(runs);
+
+    log("sluice: latency");
+    const obs = await startRole("sluice.observer", { ...spec, idPrefix: "lat-" });
+    roles.push(obs);
+    during.add("observer", obs.pid);
+    const latency = await measureLatency(s, prod, obs);
+    const processes = during.stop();
+
+    log("sluice: auditing every state record");
+    const accepted =
+      httpWarm.ok2xx +
+      http.ok2xx +
+      2 * s.warmupCount +
+      direct.sent +
+      reqWarm.sent +
+      req.sent +
+      s.e2eRuns * s.e2eCount +
+      latency.sent;
+    const finalStates = await auditStates(nc, n.stateBucket);
+    const notCompleted = Object.entries(finalStates).filter(([k]) => k !== "completed");
+    if (notCompleted.length > 0 || (finalStates.completed ?? 0) < accepted) {
+      throw new Error(
+        `of ${accepted} accepted tasks the state bucket holds ${JSON.stringify(finalStates)} after both streams emptied`,
+      );
+    }
+
+    const serviceUsage = usage.stop();
+    log("sluice: stopping the services");
+    const shutdownExitCodes: Record<string, number | null> = {};
+    for (const svc of [...services].reverse()) shutdownExitCodes[svc.name] = await stopService(svc);
+    return {
+      enqueue: rateOf(direct.sent, direct.startedAt, direct.finishedAt),
+      httpEnqueue: http,
+      requestEnqueue: rateOf(req.sent, req.startedAt, req.finishedAt),
+      backlogDrain,
+      e2e,
+      latency,
+      finalStates,
+      services: serviceUsage,
+      processes,
+      shutdownExitCodes,
+      warnings: services.flatMap((svc) => problems(svc)),
+      settings: {
+        storage: "file",
+        workerConcurrency: 100,
+        directPublish: "AckedPublisher, window 1000, msg id = task id, priorities cycled over 5",
+        requestWindow: REQUEST_WINDOW,
+        requestCount,
+        httpConnections: s.httpConnections,
+      },
+    };
+  } finally {
+    usage.stop();
+    for (const r of roles) await r.stop();
+    for (const svc of services) await stopService(svc, 10_000);
+    await nc.close();
+    await nats.stop();
+  }
+}
+
+async function measureLatency(
+  s: Settings,
+  prod: RoleHandle,
+  obs: RoleHandle,
+): Promise<SluiceResult["latency"]> {
+  const run = await prod.call<SendRun & { sentAt: number[] }>(
+    "paced",
+    {
+      ratePerSec: s.latencyRatePerSec,
+      durationMs: s.latencyDurationMs,
+      warmupMs: s.latencyWarmupMs,
+      idPrefix: "lat-",
+    },
+    s.latencyDurationMs + 60_000,
+  );
+  await obs.call("waitFinal", { target: run.sent }, 60_000);
+  const seen = await obs.call<{ observedAt: number[]; recordMs: number[]; statuses: Record<string, number> }>(
+    "take",
+  );
+  const first = Math.ceil((s.latencyWarmupMs * s.latencyRatePerSec) / 1000);
+  const lat: number[] = [];
+  const rec: number[] = [];
+  for (let i = first; i < run.sent; i++) {
+    const at = seen.observedAt[i];
+    if (at === undefined) throw new Error(`task lat-${i} was never seen final`);
+    lat.push(at - run.sentAt[i]!);
+    if (seen.recordMs[i] !== undefined) rec.push(seen.recordMs[i]!);
+  }
+  const recSummary = rec.length > 0 ? summarize(rec) : undefined;
+  return {
+    ...summarize(lat),
+    targetRatePerSec: s.latencyRatePerSec,
+    achievedRatePerSec: perSec(run.sent, run.finishedAt - run.startedAt),
+    recordP50Ms: recSummary?.p50Ms ?? Number.NaN,
+    recordP99Ms: recSummary?.p99Ms ?? Number.NaN,
+    sent: run.sent,
+  };
+}
