@@ -239,11 +239,17 @@ describe("sluice CLI - against a real stack", () => {
     expect(retried.code, retried.stderr).toBe(0);
     expect(json<{ replayOf: string }>(retried).replayOf).toBe(id);
 
+    // a failed task keeps its message, so it can be retried too
     const failed = await sluice(["enqueue", "test.fail", '{"message":"x"}', "--wait", "--json"]);
     const failedId = json<{ id: string }>(failed).id;
-    const refused = await sluice(["task", "retry", failedId]);
+    const again = await sluice(["task", "retry", failedId, "--json"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(json<{ replayOf: string }>(again).replayOf).toBe(failedId);
+    // a task that has not finished cannot be retried (no worker serves this type: it stays queued)
+    const waiting = await sluice(["enqueue", "test.unserved", "{}", "--json"]);
+    const refused = await sluice(["task", "retry", json<{ id: string }>(waiting).id]);
     expect(refused.code).toBe(6);
-    expect(refused.stderr).toMatch(/409 task_not_retryable/);
+    expect(refused.stderr).toMatch(/409 task_not_finished/);
     expect((await sluice(["dlq", "purge", "--all"])).code).toBe(2);
   });
 
