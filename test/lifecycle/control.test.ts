@@ -3,15 +3,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../support/processes.ts";
 import { type Stack, startStack } from "../support/stack.ts";
 
-async function call(stack: Stack, method: string, path: string, body?: unknown) {
-  const res = await fetch(`${stack.url}${path}`, {
-    method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
 describe("lifecycle - cancel, pause and resume", () => {
   let stack: Stack;
   beforeAll(async () => {
@@ -30,7 +21,7 @@ describe("lifecycle - cancel, pause and resume", () => {
     await stack.waitForStatus(busy.body.id as string, ["running"], 5000);
     const waiting = await stack.post({ type: "test.sleep", payload: { ms: 10, tag: "never" } });
     const id = waiting.body.id as string;
-    const r = await call(stack, "POST", `/v1/tasks/${id}/cancel`);
+    const r = await stack.call("POST", `/v1/tasks/${id}/cancel`);
     expect(r).toMatchObject({ status: 200, body: { id, status: "cancelled" } });
     await stack.waitForStatus(busy.body.id as string, ["completed"], 5000);
     await new Promise((res) => setTimeout(res, 500));
@@ -42,7 +33,7 @@ describe("lifecycle - cancel, pause and resume", () => {
     const r0 = await stack.post({ type: "test.sleep", payload: { ms: 20_000, tag: "long" } });
     const id = r0.body.id as string;
     await stack.waitForStatus(id, ["running"], 5000);
-    const r = await call(stack, "POST", `/v1/tasks/${id}/cancel`);
+    const r = await stack.call("POST", `/v1/tasks/${id}/cancel`);
     expect(r).toMatchObject({ status: 202, body: { id, cancelRequested: true } });
     const s = await stack.waitForStatus(id, ["cancelled"], 5000);
     expect(s.error?.code).toBe("cancelled");
@@ -52,10 +43,10 @@ describe("lifecycle - cancel, pause and resume", () => {
   it("answers 409 for a finished task and 404 for an unknown one", async () => {
     const r0 = await stack.post({ type: "test.record", payload: { n: 1 } });
     await stack.waitForStatus(r0.body.id as string, ["completed"]);
-    const r = await call(stack, "POST", `/v1/tasks/${r0.body.id}/cancel`);
+    const r = await stack.call("POST", `/v1/tasks/${r0.body.id}/cancel`);
     expect(r.status).toBe(409);
     expect(r.body.code).toBe("task_final");
-    expect((await call(stack, "POST", "/v1/tasks/no-such-task/cancel")).status).toBe(404);
+    expect((await stack.call("POST", "/v1/tasks/no-such-task/cancel")).status).toBe(404);
   });
 
   it("cancels over NATS request/reply too", async () => {
@@ -82,7 +73,7 @@ describe("lifecycle - cancel, pause and resume", () => {
       async () => (((await stack.get(id))?.checkpoint as { page?: number } | undefined)?.page ?? 0) >= 3,
       10_000,
     );
-    const p = await call(stack, "POST", `/v1/tasks/${id}/pause`);
+    const p = await stack.call("POST", `/v1/tasks/${id}/pause`);
     expect(p).toMatchObject({ status: 202, body: { pauseRequested: true } });
     const paused = await stack.waitForStatus(id, ["paused"], 5000);
     const at = (paused.checkpoint as { page: number }).page;
@@ -91,13 +82,13 @@ describe("lifecycle - cancel, pause and resume", () => {
     // nothing runs while it is paused
     await new Promise((res) => setTimeout(res, 400));
     expect((await stack.get(id))?.status).toBe("paused");
-    expect((await call(stack, "POST", `/v1/tasks/${id}/pause`)).status).toBe(200);
-    const r = await call(stack, "POST", `/v1/tasks/${id}/resume`);
+    expect((await stack.call("POST", `/v1/tasks/${id}/pause`)).status).toBe(200);
+    const r = await stack.call("POST", `/v1/tasks/${id}/resume`);
     expect(r).toMatchObject({ status: 200, body: { id, status: "queued" } });
     const done = await stack.waitForStatus(id, ["completed"], 10_000);
     expect(done.result).toEqual({ resumedFrom: at, pages: 10 });
     const runs = stack.runs().filter((x) => x.id === id);
     expect(runs.map((x) => x.n)).toEqual([0, at]);
-    expect((await call(stack, "POST", `/v1/tasks/${id}/resume`)).status).toBe(409);
+    expect((await stack.call("POST", `/v1/tasks/${id}/resume`)).status).toBe(409);
   });
 });

@@ -2,15 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../support/processes.ts";
 import { type Stack, startStack } from "../support/stack.ts";
 
-async function call(stack: Stack, method: string, path: string, body?: unknown) {
-  const res = await fetch(`${stack.url}${path}`, {
-    method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
 describe("lifecycle - retries and dead letters", () => {
   let stack: Stack;
   beforeAll(async () => {
@@ -47,14 +38,14 @@ describe("lifecycle - retries and dead letters", () => {
     const dead = await stack.waitForStatus(id, ["dead"], 15_000);
     expect(dead.attempts).toBe(2);
     expect(dead.error?.message).toMatch(/planned failure 2/);
-    const list = await call(stack, "GET", "/v1/dlq?type=test.flaky");
+    const list = await stack.call("GET", "/v1/dlq?type=test.flaky");
     const items = list.body.items as { id: string; error: { message: string }; task: { payload: unknown } }[];
     const entry = items.find((x) => x.id === id);
     expect(entry?.task.payload).toEqual({ tag: "dies", failTimes: 3 });
-    const one = await call(stack, "GET", `/v1/dlq/${id}`);
+    const one = await stack.call("GET", `/v1/dlq/${id}`);
     expect(one.body).toMatchObject({ id, status: "dead" });
 
-    const rep = await call(stack, "POST", "/v1/dlq/replay", { ids: [id] });
+    const rep = await stack.call("POST", "/v1/dlq/replay", { ids: [id] });
     expect(rep.status).toBe(200);
     const newId = (rep.body.replayed as { id: string; newId: string }[])[0]!.newId;
     expect(newId).not.toBe(id);
@@ -63,10 +54,10 @@ describe("lifecycle - retries and dead letters", () => {
     expect(s.replayOf).toBe(id);
     expect(s.attempts).toBe(2);
     expect((await stack.get(id))?.replayedBy).toBe(newId);
-    const after = await call(stack, "GET", "/v1/dlq?type=test.flaky");
+    const after = await stack.call("GET", "/v1/dlq?type=test.flaky");
     expect((after.body.items as { id: string }[]).some((x) => x.id === id)).toBe(false);
     // replaying again is idempotent
-    const again = await call(stack, "POST", "/v1/dlq/replay", { ids: [id] });
+    const again = await stack.call("POST", "/v1/dlq/replay", { ids: [id] });
     expect(again.body.replayed).toEqual([{ id, newId }]);
   });
 
@@ -77,12 +68,12 @@ describe("lifecycle - retries and dead letters", () => {
     const s = await stack.waitForStatus(id, ["dead"], 5000);
     expect(s.attempts).toBe(1);
     expect(s.error?.code).toBe("invalid_payload");
-    const purged = await call(stack, "DELETE", `/v1/dlq/${id}`);
+    const purged = await stack.call("DELETE", `/v1/dlq/${id}`);
     expect(purged.body).toEqual({ purged: 1 });
-    const all = await call(stack, "DELETE", "/v1/dlq?all=true");
+    const all = await stack.call("DELETE", "/v1/dlq?all=true");
     expect(all.status).toBe(200);
-    expect(((await call(stack, "GET", "/v1/dlq")).body.items as unknown[]).length).toBe(0);
-    expect((await call(stack, "POST", "/v1/dlq/replay", {})).status).toBe(400);
+    expect(((await stack.call("GET", "/v1/dlq")).body.items as unknown[]).length).toBe(0);
+    expect((await stack.call("POST", "/v1/dlq/replay", {})).status).toBe(400);
   });
 });
 

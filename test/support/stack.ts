@@ -30,6 +30,12 @@ export type Stack = {
   worker(env?: Record<string, string>): Promise<ServiceProcess>;
   /** POST /v1/tasks; returns status and body. */
   post(body: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** Any JSON request to the gateway; returns status and parsed body. */
+  call(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
   /** GET /v1/tasks/:id (undefined on 404). */
   get(id: string): Promise<TaskState | undefined>;
   /** Wait until a task reaches one of `statuses`. */
@@ -85,6 +91,14 @@ export async function startStack(opts: { enqueueEnv?: Record<string, string> } =
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    },
+    async call(method, path, body) {
+      const res = await fetch(`${url}${path}`, {
+        method,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
       });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     },
