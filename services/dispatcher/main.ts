@@ -1,6 +1,6 @@
 import { createLogger } from "../../shared/logger.ts";
 import { names } from "../../shared/names.ts";
-import { connectNats } from "../../shared/nats/connection.ts";
+import { connectedProbe, connectNats } from "../../shared/nats/connection.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startProbeServer } from "../../shared/probe-server.ts";
 import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
@@ -25,6 +25,8 @@ try {
     log,
     waitOnFirstConnect: true,
   });
+  // readiness follows the connection: 503 while NATS is away
+  const connected = connectedProbe(nc);
   const n = names(config.prefix);
   const topo = await ensureTopology(nc, n, {
     replicas: config.replicas,
@@ -56,7 +58,7 @@ try {
       ? await startProbeServer({
           host: config.metricsHost,
           port: config.metricsPort,
-          ready: () => dispatcher.state !== "stopped" && !nc.isClosed(),
+          ready: () => dispatcher.state !== "stopped" && connected(),
         })
       : undefined;
   await dispatcher.start();

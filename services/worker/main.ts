@@ -1,6 +1,6 @@
 import { createLogger } from "../../shared/logger.ts";
 import { names } from "../../shared/names.ts";
-import { connectNats } from "../../shared/nats/connection.ts";
+import { connectedProbe, connectNats } from "../../shared/nats/connection.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startProbeServer } from "../../shared/probe-server.ts";
 import { QueueConfigs } from "../../shared/queues.ts";
@@ -32,6 +32,8 @@ try {
     log,
     waitOnFirstConnect: true,
   });
+  // readiness follows the connection: 503 while NATS is away
+  const connected = connectedProbe(nc);
   const n = names(config.prefix);
   const topo = await ensureTopology(nc, n, { replicas: config.replicas, storage: config.storage });
   const queues = new QueueConfigs(topo.queues, { log });
@@ -63,7 +65,7 @@ try {
       ? await startProbeServer({
           host: config.metricsHost,
           port: config.metricsPort,
-          ready: () => worker.state === "running" && !nc.isClosed(),
+          ready: () => worker.state === "running" && connected(),
         })
       : undefined;
   await worker.start();

@@ -31,6 +31,23 @@ export async function connectNats(
   return nc;
 }
 
+/**
+ * Whether the connection is up now: false from a disconnect until the client reconnects (or for good
+ * once it closes). For readiness probes, which should say 503 while NATS is away, not only once the
+ * client gives up.
+ */
+export function connectedProbe(nc: NatsConnection): () => boolean {
+  let up = !nc.isClosed();
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect") up = false;
+      else if (s.type === "reconnect") up = true;
+    }
+    up = false;
+  })();
+  return () => up && !nc.isClosed();
+}
+
 async function watchStatus(nc: NatsConnection, log: Logger): Promise<void> {
   for await (const s of nc.status()) {
     switch (s.type) {

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { ErrorCodes, ValidationError } from "../../../shared/errors.ts";
 import { priorityFromLegacy } from "../../../shared/priority.ts";
 import { type TaskInput, type TaskState, type TaskStatus, TaskType } from "../../../shared/task.ts";
+import { depthExceeds, MAX_DEPTH } from "../input.ts";
 
 /**
  * The API the predecessor (a FastAPI worker) offered, which existing callers still use:
@@ -37,6 +38,10 @@ export const LEGACY_ENQUEUED_MESSAGE = "任务已入队";
 
 /** Validate a legacy body into a v1 task input. 400 with the failing fields. */
 export function legacyToInput(body: unknown): TaskInput {
+  // before zod: its z.json() recurses, and thousands of levels overflow the stack (a 500, and it leaks)
+  if (depthExceeds(body, MAX_DEPTH)) {
+    throw new ValidationError(ErrorCodes.invalidRequest, `body nests deeper than ${MAX_DEPTH} levels`);
+  }
   const r = LegacyEnqueue.safeParse(body);
   if (!r.success) {
     const errors = r.error.issues

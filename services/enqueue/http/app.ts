@@ -49,9 +49,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.maxPayloadBytes + ENVELOPE_BYTES,
     requestTimeout: deps.requestTimeoutMs,
-    // Node checks request timeouts only this often (default 30 s): without it a body trickled in one
-    // byte at a time holds its connection ~30 s past REQUEST_TIMEOUT_MS, and one just in time is taken
-    http: { connectionsCheckingInterval: Math.min(1_000, deps.requestTimeoutMs) },
+    // Node swaps the two timeouts when headersTimeout (default 60 s) exceeds requestTimeout, so without
+    // this a request body could take 60 s to arrive; and it checks them only every 30 s by default
+    http: {
+      headersTimeout: deps.requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, deps.requestTimeoutMs),
+    },
     return503OnClosing: true,
     // task ids may be up to 256 characters (KV keys); the default of 100 would 404 the longer ones
     routerOptions: { maxParamLength: 300 },
