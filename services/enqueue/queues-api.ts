@@ -1,9 +1,10 @@
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import { ErrorCodes, ValidationError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
-import { ENQUEUE_QUEUE, toErrorReply } from "./nats-api.ts";
+import { serveRequests } from "./nats-serve.ts";
+
 import type { QueueControl } from "./queues.ts";
 
 /** `{type}` of a request naming one queue; a patch carries the fields to change beside it. */
@@ -29,41 +30,7 @@ export function startQueuesApi(
       return queues.patch(type, patch);
     },
   };
-  const subs: Subscription[] = Object.entries(handlers).map(([subject, handle]) =>
-    nc.subscribe(subject, { queue: ENQUEUE_QUEUE, callback: (_err, m) => void answer(m, subject, handle) }),
-  );
-
-  async function answer(m: Msg, subject: string, handle: (body: unknown) => Promise<unknown>): Promise<void> {
-    let reply: unknown;
-    try {
-      reply = await handle(parseBody(m.data));
-    } catch (err) {
-      const r = toErrorReply(err);
-      if (r.error.status >= 500) o.log.warn({ err, subject }, "queues request failed");
-      reply = r;
-    }
-    if (!m.reply) return;
-    try {
-      m.respond(JSON.stringify(reply));
-    } catch (err) {
-      o.log.warn({ err, subject }, "could not send queues reply");
-    }
-  }
-
-  return {
-    stop() {
-      for (const s of subs) if (!s.isClosed()) s.unsubscribe();
-    },
-  };
-}
-
-function parseBody(data: Uint8Array): unknown {
-  if (data.length === 0) return undefined;
-  try {
-    return JSON.parse(new TextDecoder().decode(data));
-  } catch {
-    throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-  }
+  return serveRequests(nc, handlers, { log: o.log, what: "queues" });
 }
 
 function typeOf(body: unknown): z.output<typeof TypeInput> {

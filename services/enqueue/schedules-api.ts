@@ -1,9 +1,10 @@
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import { ErrorCodes, ValidationError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
-import { ENQUEUE_QUEUE, toErrorReply } from "./nats-api.ts";
+import { serveRequests } from "./nats-serve.ts";
+
 import type { ScheduleControl } from "./schedules.ts";
 
 const NameInput = z.looseObject({ name: z.string() });
@@ -26,41 +27,7 @@ export function startSchedulesApi(
     [names.apiSubject("schedules", "resume")]: (b) => schedules.resume(nameOf(b)),
     [names.apiSubject("schedules", "delete")]: (b) => schedules.delete(nameOf(b)),
   };
-  const subs: Subscription[] = Object.entries(handlers).map(([subject, handle]) =>
-    nc.subscribe(subject, { queue: ENQUEUE_QUEUE, callback: (_err, m) => void answer(m, subject, handle) }),
-  );
-
-  async function answer(m: Msg, subject: string, handle: (body: unknown) => Promise<unknown>): Promise<void> {
-    let reply: unknown;
-    try {
-      reply = await handle(parseBody(m.data));
-    } catch (err) {
-      const r = toErrorReply(err);
-      if (r.error.status >= 500) o.log.warn({ err, subject }, "schedules request failed");
-      reply = r;
-    }
-    if (!m.reply) return;
-    try {
-      m.respond(JSON.stringify(reply));
-    } catch (err) {
-      o.log.warn({ err, subject }, "could not send schedules reply");
-    }
-  }
-
-  return {
-    stop() {
-      for (const s of subs) if (!s.isClosed()) s.unsubscribe();
-    },
-  };
-}
-
-function parseBody(data: Uint8Array): unknown {
-  if (data.length === 0) return undefined;
-  try {
-    return JSON.parse(new TextDecoder().decode(data));
-  } catch {
-    throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-  }
+  return serveRequests(nc, handlers, { log: o.log, what: "schedules" });
 }
 
 function nameOf(body: unknown): string {
