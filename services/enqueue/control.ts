@@ -87,7 +87,8 @@ export class TaskControl {
       await s.pub.publish(this.#names.tasksSubject(task.priority, task.type), JSON.stringify(task), {
         msgId: `${id}:r${revision}`,
       });
-      await s.pub.publish(`$KV.${this.#names.stateBucket}.${id}`, encoder.encode(JSON.stringify(next)));
+      // no further write here: the worker that runs it replaces the record (without the task message),
+      // and a write now could land after a fast completion and undo it
       return { id, status: "queued" };
     }
     throw new UnavailableError("the task kept changing while being resumed; retry");

@@ -1,6 +1,7 @@
 import type { DeadLetter } from "../../shared/dlq.ts";
 import { ConflictError, ErrorCodes, NotFoundError } from "../../shared/errors.ts";
 import type { Names } from "../../shared/names.ts";
+import { isWrongLastSequence } from "../../shared/nats/publisher.ts";
 import { initialState, newTaskId, type TaskMessage, type TaskState } from "../../shared/task.ts";
 import { cas, read } from "./control.ts";
 import type { Session, SessionSource } from "./link.ts";
@@ -83,9 +84,14 @@ export class DeadLetters {
       await s.pub.publish(this.#names.tasksSubject(task.priority, task.type), JSON.stringify(task), {
         msgId: newId,
       });
-      await s.pub.publish(`$KV.${this.#names.stateBucket}.${newId}`, JSON.stringify(initialState(task)), {
-        expectLastSubjectSeq: 0,
-      });
+      // insert-if-absent: the pipeline may already have run the new task and written its record
+      await s.pub
+        .publish(`$KV.${this.#names.stateBucket}.${newId}`, JSON.stringify(initialState(task)), {
+          expectLastSubjectSeq: 0,
+        })
+        .catch((err) => {
+          if (!isWrongLastSequence(err)) throw err;
+        });
       if (state.dlqSeq)
         await s.jsm.streams.deleteMessage(this.#names.dlqStream, state.dlqSeq, false).catch(() => false);
       replayed.push({ id, newId });
