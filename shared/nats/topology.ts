@@ -64,14 +64,15 @@ export const WORK_ACK_WAIT_MS = 30_000;
 export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<Topology> {
   const jsm = await jetstreamManager(nc);
   const storage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
-  const common: Partial<StreamConfig> = {
-    retention: RetentionPolicy.Workqueue,
+  // what every Sluice stream shares; each one adds its retention and purpose
+  const base: Partial<StreamConfig> = {
     storage,
     num_replicas: o.replicas,
     discard: DiscardPolicy.Old,
     duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
     max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
   };
+  const common: Partial<StreamConfig> = { ...base, retention: RetentionPolicy.Workqueue };
   // Tasks: written by enqueue (and direct producers), read by the dispatcher; a message leaves the
   // stream when the dispatcher acks it after the work publish is stored.
   await ensureStream(jsm, {
@@ -91,12 +92,8 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
   // Dead letters: written by workers when a task is exhausted or non-retryable, read and replayed or
   // purged by the gateway's /v1/dlq; limits retention, so entries age out with the dead records.
   await ensureStream(jsm, {
+    ...base,
     retention: RetentionPolicy.Limits,
-    storage,
-    num_replicas: o.replicas,
-    discard: DiscardPolicy.Old,
-    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
-    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
     max_age: nanos(DEAD_RETENTION_MS),
     // the API pages through it with direct gets (next message on a subject from a sequence)
     allow_direct: true,
@@ -108,12 +105,8 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
   // dispatcher leader's scheduler, which deletes each message once it has fired. Limits retention with
   // no age limit: nothing may expire unfired (services/dispatcher/scheduler).
   await ensureStream(jsm, {
+    ...base,
     retention: RetentionPolicy.Limits,
-    storage,
-    num_replicas: o.replicas,
-    discard: DiscardPolicy.Old,
-    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
-    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
     // the scheduler loads each message by sequence as it fires: direct gets skip the JS API queue
     allow_direct: true,
     name: n.delayedStream,
@@ -121,24 +114,23 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     description: "Sluice delayed tasks and retry waits, one subject per due epoch minute",
   });
   const kvm = new Kvm(nc);
-  const bucketStorage = o.storage === "memory" ? StorageType.Memory : StorageType.File;
   const state = await ensureBucket(jsm, kvm, n.stateBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
     maxValueSize: o.maxMsgBytes ?? 2 * 1024 * 1024,
   });
   const workers = await ensureBucket(jsm, kvm, n.workersBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
     ttl: o.workerTtlMs ?? 15_000,
     enforceTtl: o.workerTtlMs !== undefined,
   });
   const leases = await ensureBucket(jsm, kvm, n.leasesBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
     ttl: o.leaseTtlMs ?? 5_000,
     enforceTtl: o.leaseTtlMs !== undefined,
   });
@@ -146,21 +138,21 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
   const signals = await ensureBucket(jsm, kvm, n.signalsBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
     ttl: SIGNAL_TTL_MS,
   });
   // Queues: task type → queue config, written by the gateway's /v1/queues, watched by every service.
   const queues = await ensureBucket(jsm, kvm, n.queuesBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
   });
   // Schedules: name → recurring schedule, written by the gateway's /v1/schedules, watched by the
   // dispatcher leader, which fires each tick and advances the record with compare-and-set.
   const schedules = await ensureBucket(jsm, kvm, n.schedulesBucket, {
     history: 1,
     replicas: o.replicas,
-    storage: bucketStorage,
+    storage,
   });
   return { jsm, state, workers, leases, signals, queues, schedules };
 }
