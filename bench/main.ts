@@ -114,6 +114,9 @@ const report = {
     p99LatencyVsBullmqLikeForLike: ratio(sl?.latency.p99Ms, bq?.latency.p99Ms),
     e2eThroughputVsJetstream: ratio(sl?.e2e.perSec, js?.e2e.perSec),
     httpEnqueuePerSec: sl?.httpEnqueue.perSec ?? null,
+    // absolute targets, beside the ratios: p99 ≤ 50 ms, and each service below 200 MB
+    urgentP99WaitMs: sl?.urgentUnderBacklog.wait.p99Ms ?? null,
+    millionBacklogServiceRssMaxMiB: sl ? serviceRssMax(sl) : null,
   },
   machine: {
     cpus: availableParallelism(),
@@ -181,6 +184,24 @@ function render(r: Results): string {
     for (const [svc, u] of Object.entries(slOk.services)) {
       rows.push([`RSS ${svc} max / avg (MiB)`, `${u.rssMaxMiB} / ${u.rssAvgMiB}`]);
     }
+    const ub = slOk.urgentUnderBacklog;
+    rows.push([
+      `urgent wait under ${ub.bulk.toLocaleString("en-US")} bulk, p50 / p99 / max (ms)`,
+      `${ub.wait.p50Ms} / ${ub.wait.p99Ms} / ${ub.wait.maxMs} (${ub.urgentSent} at ${ub.urgentRatePerSec}/s)`,
+    ]);
+    rows.push(["  bulk drain meanwhile (tasks/s)", ub.bulkDrain.perSec]);
+    const mb = slOk.millionBacklog;
+    const backlog = mb.published.toLocaleString("en-US");
+    rows.push([
+      `backlog of ${backlog}: publish / drain (tasks/s)`,
+      `${mb.publishRatePerSec.toLocaleString("en-US")} / ${mb.drainRatePerSec.toLocaleString("en-US")}`,
+    ]);
+    for (const [svc, u] of Object.entries(mb.rss)) {
+      rows.push([
+        `  RSS ${svc} max / avg (MiB), ${mb.sampledSeconds} s of drain`,
+        `${u.rssMaxMiB} / ${u.rssAvgMiB}`,
+      ]);
+    }
   }
   let out = table(["measure", ...shown.map(([n]) => n)], rows);
   for (const [name, k] of shown) {
@@ -195,5 +216,13 @@ function render(r: Results): string {
   }
   const rt = report.ratios;
   out += `\nratios: e2e vs BullMQ like-for-like ${rt.e2eThroughputVsBullmqLikeForLike ?? "–"}, p99 vs BullMQ like-for-like ${rt.p99LatencyVsBullmqLikeForLike ?? "–"}, e2e vs raw JetStream ${rt.e2eThroughputVsJetstream ?? "–"}`;
+  out += `\ntargets: urgent p99 wait under a bulk backlog ${rt.urgentP99WaitMs ?? "–"} ms (≤ 50), largest service RSS with the backlog ${rt.millionBacklogServiceRssMaxMiB ?? "–"} MiB (< 200 MB = 190.7 MiB)`;
   return out;
+}
+
+/** The largest RSS of the three services (not the nats-server) during the large backlog's drain, MiB. */
+function serviceRssMax(r: SluiceResult): number | null {
+  const { enqueue, dispatcher, worker } = r.millionBacklog.rss;
+  const all = [enqueue, dispatcher, worker].filter((u) => u !== undefined).map((u) => u.rssMaxMiB);
+  return all.length > 0 ? Math.max(...all) : null;
 }

@@ -44,12 +44,14 @@ export async function windowed(
 /**
  * Call `send(i)` on schedule at `ratePerSec` for `durationMs`: message i is due at start + i/rate, and
  * every due message goes out on the next timer tick (ticks are ~1 ms, so at 2,000/s about two at a time).
- * Sends are not awaited one by one, only all together at the end.
+ * Sends are not awaited one by one, only all together at the end. An aborted `stop` ends the run early
+ * (for runs that last "until something else is done", with `durationMs` as their bound).
  */
 export async function paced(
   ratePerSec: number,
   durationMs: number,
   send: (i: number) => Promise<unknown> | undefined,
+  stop?: AbortSignal,
 ): Promise<SendRun & { maxLagMs: number }> {
   const total = Math.floor((ratePerSec * durationMs) / 1000);
   const startedAt = epochMs();
@@ -57,7 +59,7 @@ export async function paced(
   let sent = 0;
   let failed = 0;
   let maxLagMs = 0;
-  while (sent < total) {
+  while (sent < total && !stop?.aborted) {
     const now = epochMs();
     const due = Math.min(total, Math.floor(((now - startedAt) * ratePerSec) / 1000) + 1);
     if (due - sent > 1) maxLagMs = Math.max(maxLagMs, ((due - sent - 1) * 1000) / ratePerSec);

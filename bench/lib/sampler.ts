@@ -33,16 +33,37 @@ export function cpuSeconds(pid: number): number | undefined {
   }
 }
 
-/** A running sampler: `add` starts sampling one more process, `stop` returns each one's usage. */
+/**
+ * A running sampler: `add` starts sampling one more process, `stop` returns each one's usage. Adding a
+ * name again (a restarted service) points it at the new process and keeps its figures: RSS samples of
+ * both count, and CPU is the sum (the stopped process's last sample, so up to one interval of it is lost).
+ * After `stop`, `add` does nothing.
+ */
 export type Sampler = { add(name: string, pid: number): void; stop(): Record<string, ProcUsage> };
+
+type Acc = {
+  max: number;
+  sum: number;
+  n: number;
+  last: number;
+  cpu0: number;
+  cpuLast: number;
+  cpuDone: number;
+};
 
 /** Samples named processes every `intervalMs` until `stop()`. */
 export function sampleProcesses(initial: Record<string, number>, intervalMs = 250): Sampler {
   const pids: Record<string, number> = {};
-  const acc = new Map<string, { max: number; sum: number; n: number; last: number; cpu0: number }>();
+  const acc = new Map<string, Acc>();
   const add = (name: string, pid: number) => {
+    const cpu0 = cpuSeconds(pid) ?? 0;
+    const prev = acc.get(name);
+    if (prev) prev.cpuDone += (cpuSeconds(pids[name]!) ?? prev.cpuLast) - prev.cpu0;
     pids[name] = pid;
-    acc.set(name, { max: 0, sum: 0, n: 0, last: 0, cpu0: cpuSeconds(pid) ?? 0 });
+    if (prev) {
+      prev.cpu0 = cpu0;
+      prev.cpuLast = cpu0;
+    } else acc.set(name, { max: 0, sum: 0, n: 0, last: 0, cpu0, cpuLast: cpu0, cpuDone: 0 });
   };
   for (const [name, pid] of Object.entries(initial)) add(name, pid);
   const tick = () => {
@@ -54,17 +75,21 @@ export function sampleProcesses(initial: Record<string, number>, intervalMs = 25
       a.sum += kib;
       a.n++;
       a.last = kib;
+      a.cpuLast = cpuSeconds(pid) ?? a.cpuLast;
     }
   };
   tick();
   const timer = setInterval(tick, intervalMs);
   timer.unref();
+  let stopped = false;
   return {
     add(name, pid) {
+      if (stopped) return;
       add(name, pid);
       tick();
     },
     stop() {
+      stopped = true;
       clearInterval(timer);
       tick();
       const out: Record<string, ProcUsage> = {};
@@ -74,7 +99,7 @@ export function sampleProcesses(initial: Record<string, number>, intervalMs = 25
           rssMaxMiB: round(a.max / 1024, 1),
           rssAvgMiB: round(a.n ? a.sum / a.n / 1024 : 0, 1),
           rssLastMiB: round(a.last / 1024, 1),
-          cpuSeconds: round((cpuSeconds(pid) ?? a.cpu0) - a.cpu0, 2),
+          cpuSeconds: round(a.cpuDone + (cpuSeconds(pid) ?? a.cpuLast) - a.cpu0, 2),
         };
       }
       return out;

@@ -28,6 +28,14 @@ export type Settings = {
   /** HTTP enqueue load: keep-alive connections and duration. */
   httpConnections: number;
   httpDurationS: number;
+  /** Sluice: `bulk` tasks queued with no worker before the urgent-wait measure. */
+  urgentBulkCount: number;
+  /** Sluice: steady rate of the urgent tasks sent while that bulk backlog drains. */
+  urgentRatePerSec: number;
+  /** Sluice: tasks queued with no worker for the memory measure (most of them are purged unrun). */
+  backlogCount: number;
+  /** Sluice: how long the drain of that backlog is sampled, at most. */
+  backlogSampleMs: number;
   /** Before each system, wait up to this long for the rest of the machine to go quiet (0: don't). */
   waitQuietMs: number;
   /** Times a system is run again when other processes took over 10% of the machine during it. */
@@ -97,6 +105,10 @@ export function parseArgs(argv: readonly string[]): Settings {
     latencyWarmupMs: Math.min(3_000, Math.floor(latencyDurationMs / 4)),
     httpConnections: 64,
     httpDurationS: quick ? 5 : 10,
+    urgentBulkCount: quick ? 20_000 : 100_000,
+    urgentRatePerSec: 50,
+    backlogCount: quick ? 100_000 : 1_000_000,
+    backlogSampleMs: quick ? 10_000 : 20_000,
     waitQuietMs,
     retries,
     // every attempt of every system may also wait for a quiet machine

@@ -12,34 +12,48 @@ import { epochMs, until } from "./clock.ts";
  * task accepted so far is final. The audit at the end reads every state record to prove it.
  */
 
+/**
+ * Messages in the tasks and work streams together: the tasks not yet final. A task being dispatched
+ * can be in both for a moment, so this may count it twice.
+ */
+export async function unfinished(jsm: JetStreamManager, n: Names): Promise<number> {
+  const [t, w] = await Promise.all([jsm.streams.info(n.tasksStream), jsm.streams.info(n.workStream)]);
+  return t.state.messages + w.state.messages;
+}
+
 /** Poll until the tasks and work streams are both empty; returns when that was seen (epoch ms). */
 export async function untilEmpty(jsm: JetStreamManager, n: Names, timeoutMs: number): Promise<number> {
   return until(
     "the tasks and work streams to empty",
-    async () => {
-      const [t, w] = await Promise.all([jsm.streams.info(n.tasksStream), jsm.streams.info(n.workStream)]);
-      return t.state.messages + w.state.messages === 0 ? epochMs() : 0;
-    },
+    async () => ((await unfinished(jsm, n)) === 0 ? epochMs() : 0),
     timeoutMs,
     20,
   );
 }
 
-/** Count the latest state record of every task by status (reads the whole bucket; not on a measured path). */
+/** Latest status of every task, counted; tasks whose id starts with the excluded prefix apart. */
+export type Audit = { counts: Record<string, number>; excluded: Record<string, number> };
+
+/**
+ * Count the latest state record of every task by status (reads the whole bucket; not on a measured
+ * path). Ids starting with `excludePrefix` (tasks the bench purged on purpose) are counted apart.
+ */
 export async function auditStates(
   nc: NatsConnection,
   bucket: string,
+  excludePrefix?: string,
   timeoutMs = 120_000,
-): Promise<Record<string, number>> {
+): Promise<Audit> {
   const kv = await new Kvm(nc).open(bucket);
-  const counts: Record<string, number> = {};
-  if ((await kv.status()).values === 0) return counts;
+  const audit: Audit = { counts: {}, excluded: {} };
+  if ((await kv.status()).values === 0) return audit;
   const watch = await kv.watch({ key: ">" });
   const t = setTimeout(() => watch.stop(), timeoutMs);
   try {
     for await (const e of watch) {
       if (e.operation === "PUT") {
         const status = e.json<TaskState>().status;
+        const counts = excludePrefix && e.key.startsWith(excludePrefix) ? audit.excluded : audit.counts;
         counts[status] = (counts[status] ?? 0) + 1;
       }
       if (e.delta === 0) break;
@@ -48,5 +62,5 @@ export async function auditStates(
     clearTimeout(t);
     watch.stop();
   }
-  return counts;
+  return audit;
 }

@@ -3,6 +3,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { names } from "../../shared/names.ts";
 import { freePort } from "../../shared/nats/local-server.ts";
+import { isFinal, type TaskStatus } from "../../shared/task.ts";
 import type { ServiceProcess } from "../../test/support/processes.ts";
 import { epochMs } from "../lib/clock.ts";
 import type { SendRun } from "../lib/drive.ts";
@@ -16,14 +17,23 @@ import type { Settings } from "../lib/settings.ts";
 import { auditStates, untilEmpty } from "../lib/sluice-checks.ts";
 import { perSec, summarize } from "../lib/stats.ts";
 import { type LatencyResult, median, type Rate, type RepeatedRate, rateOf } from "./peer.ts";
+import {
+  BACKLOG_IDS,
+  type BacklogRig,
+  type MillionBacklog,
+  millionBacklog,
+  type UrgentUnderBacklog,
+  urgentUnderBacklog,
+} from "./sluice-backlog.ts";
 
 /**
  * Sluice: the three real services as separate processes on a nats-server of their own, driven like a
  * client would. Order: enqueue measures with no worker running (tasks pile up, as in the peers' enqueue
- * measures), then the worker starts and drains that backlog, then end to end and latency.
- * Completion is read from JetStream itself: a task leaves the tasks stream only after its work message
- * is stored, and the work stream only after its final state is stored (docs/architecture.md), so both
- * streams empty means every task is final. Latency uses a KV watch of the state bucket.
+ * measures), then the worker starts and drains that backlog, then end to end and latency, then the two
+ * backlog measures (sluice-backlog.ts), each of which stops the worker, queues its backlog and starts a
+ * new one. Completion is read from JetStream itself: a task leaves the tasks stream only after its work
+ * message is stored, and the work stream only after its final state is stored (docs/architecture.md),
+ * so both streams empty means every task is final. Latency uses a KV watch of the state bucket.
  */
 
 const PREFIX = "sluice";
@@ -40,12 +50,19 @@ export type SluiceResult = {
   backlogDrain: Rate;
   e2e: RepeatedRate;
   latency: LatencyResult & { sent: number; recordP50Ms: number; recordP99Ms: number };
+  /** How long urgent tasks wait to start while a `bulk` backlog drains (target: p99 ≤ 50 ms). */
+  urgentUnderBacklog: UrgentUnderBacklog;
+  /** Memory while a backlog of a million tasks drains (target: each service below 200 MB). */
+  millionBacklog: MillionBacklog;
   /** Latest status of every task in the state bucket at the end: all must be completed. */
   finalStates: Record<string, number>;
-  /** RSS and CPU of each service over the whole Sluice part. */
+  /** The same for the purged backlog of `millionBacklog`: none may have failed. */
+  purgedBacklogStates: Record<string, number>;
+  /** RSS and CPU of each service over the whole Sluice part but `millionBacklog` (restarts included). */
   services: Record<string, ProcUsage>;
   /** RSS and CPU of every process during end to end and latency. */
   processes: Record<string, ProcUsage>;
+  /** Exit code of every service stopped; a worker stopped between measures is `worker`, `worker#2`, … */
   shutdownExitCodes: Record<string, number | null>;
   warnings: string[];
   settings: Record<string, unknown>;
@@ -60,6 +77,12 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
   const services: ServiceProcess[] = [];
   const roles: RoleHandle[] = [];
   const usage = sampleProcesses({ "nats-server": nats.pid });
+  const shutdownExitCodes: Record<string, number | null> = {};
+  const stop = async (svc: ServiceProcess) => {
+    let key = svc.name;
+    for (let i = 2; key in shutdownExitCodes; i++) key = `${svc.name}#${i}`;
+    shutdownExitCodes[key] = await stopService(svc);
+  };
   try {
     const common = {
       NATS_URL: nats.url,
@@ -115,13 +138,17 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
 
     log("sluice: starting the worker on the backlog");
     const backlog = (await jsm.streams.info(n.tasksStream)).state.messages;
-    const worker = await startService("worker", {
-      ...common,
-      WORKER_ID: "bench-worker",
-      WORKER_TYPES: TYPE,
-      WORKER_CONCURRENCY: "100",
-    });
-    services.push(worker);
+    const startWorker = async () => {
+      const w = await startService("worker", {
+        ...common,
+        WORKER_ID: "bench-worker",
+        WORKER_TYPES: TYPE,
+        WORKER_CONCURRENCY: "100",
+      });
+      services.push(w);
+      return w;
+    };
+    let worker = await startWorker();
     usage.add("worker", worker.child.pid!);
     const drainStart = epochMs();
     const drainEnd = await untilEmpty(jsm, n, Math.max(60_000, backlog));
@@ -151,6 +178,35 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
     during.add("observer", obs.pid);
     const latency = await measureLatency(s, prod, obs);
     const processes = during.stop();
+    // its watch would take every state update of the measures below
+    await obs.stop();
+
+    const rig: BacklogRig = {
+      jsm,
+      n,
+      prod,
+      observe: async (idPrefix) => {
+        const r = await startRole("sluice.observer", { ...spec, idPrefix });
+        roles.push(r);
+        return r;
+      },
+      startWorker: async () => {
+        const w = await startWorker();
+        usage.add("worker", w.child.pid!); // the whole-part figures, until they are taken
+        return w;
+      },
+      stopWorker: stop,
+      pids: { "nats-server": nats.pid, enqueue: enqueue.child.pid!, dispatcher: dispatcher.child.pid! },
+    };
+    log(`sluice: urgent tasks at ${s.urgentRatePerSec}/s while ${s.urgentBulkCount} bulk tasks drain`);
+    await stop(worker);
+    const urgent = await urgentUnderBacklog(s, rig);
+    worker = urgent.worker;
+    const serviceUsage = usage.stop();
+
+    log(`sluice: memory while a backlog of ${s.backlogCount} tasks drains (then purged)`);
+    await stop(worker);
+    const million = await millionBacklog(s, rig);
 
     log("sluice: auditing every state record");
     const accepted =
@@ -161,19 +217,27 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
       reqWarm.sent +
       req.sent +
       s.e2eRuns * s.e2eCount +
-      latency.sent;
-    const finalStates = await auditStates(nc, n.stateBucket);
+      latency.sent +
+      urgent.result.bulk +
+      urgent.result.urgentSent;
+    const audit = await auditStates(nc, n.stateBucket, BACKLOG_IDS);
+    const finalStates = audit.counts;
     const notCompleted = Object.entries(finalStates).filter(([k]) => k !== "completed");
     if (notCompleted.length > 0 || (finalStates.completed ?? 0) < accepted) {
       throw new Error(
         `of ${accepted} accepted tasks the state bucket holds ${JSON.stringify(finalStates)} after both streams emptied`,
       );
     }
+    // the purged backlog may have tasks that never ended, but none that ended otherwise than completed
+    const purgedFailed = Object.entries(audit.excluded).filter(
+      ([k]) => k !== "completed" && isFinal(k as TaskStatus),
+    );
+    if (purgedFailed.length > 0) {
+      throw new Error(`the purged backlog's records include ${JSON.stringify(audit.excluded)}`);
+    }
 
-    const serviceUsage = usage.stop();
     log("sluice: stopping the services");
-    const shutdownExitCodes: Record<string, number | null> = {};
-    for (const svc of [...services].reverse()) shutdownExitCodes[svc.name] = await stopService(svc);
+    for (const svc of [dispatcher, enqueue]) await stop(svc);
     return {
       enqueue: rateOf(direct.sent, direct.startedAt, direct.finishedAt),
       httpEnqueue: http,
@@ -181,7 +245,10 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
       backlogDrain,
       e2e,
       latency,
+      urgentUnderBacklog: urgent.result,
+      millionBacklog: million,
       finalStates,
+      purgedBacklogStates: audit.excluded,
       services: serviceUsage,
       processes,
       shutdownExitCodes,
