@@ -43,7 +43,8 @@ esac
 if [ -z "${METRICS_PORT:-}" ]; then
   export METRICS_PORT=9464
 fi
-exec node "services/$svc/main.ts" "$@"
+# flags as in shared/node-flags.ts
+exec node --max-semi-space-size=8 "services/$svc/main.ts" "$@"
 EOF
 
 COPY <<'EOF' /usr/local/bin/sluice-healthcheck.mjs

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SERVICE_NODE_FLAGS } from "../shared/node-flags.ts";
 import { parseJsonLine } from "./pretty-log.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -44,7 +45,7 @@ export class Supervisor {
 
   /** Start `services/<name>/main.ts` on this Node with exactly `env`. */
   spawnService(name: string, env: Record<string, string>): Supervised {
-    const child = spawn(process.execPath, [`services/${name}/main.ts`], {
+    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, `services/${name}/main.ts`], {
       cwd: root,
       env,
       stdio: ["ignore", "pipe", "pipe"],

@@ -109,6 +109,40 @@ export const DirectTaskBody = z.strictObject({
   enqueuedAt: z.number().int().optional(),
 });
 
+/** A direct publish's body once checked. */
+export type DirectTaskBody = z.infer<typeof DirectTaskBody>;
+
+const DIRECT_KEYS = new Set(["id", "payload", "idempotencyKey", "timeoutMs", "maxAttempts", "enqueuedAt"]);
+
+/**
+ * The same rules as {@link DirectTaskBody} for a body that came out of `JSON.parse`, without zod, or
+ * undefined when any rule fails (run the schema then, for its messages). The dispatcher reads every
+ * direct publish on its hot path, where zod's walk of the payload was ~6% of its CPU and proved
+ * nothing: whatever `JSON.parse` returns is JSON.
+ */
+export function readDirectTaskBody(body: Record<string, unknown>): DirectTaskBody | undefined {
+  for (const k in body) if (!DIRECT_KEYS.has(k)) return undefined;
+  const { id, idempotencyKey, timeoutMs, maxAttempts, enqueuedAt } = body;
+  if (id !== undefined && !(typeof id === "string" && id.length >= 1 && id.length <= 128)) return undefined;
+  if (
+    idempotencyKey !== undefined &&
+    !(
+      typeof idempotencyKey === "string" &&
+      idempotencyKey.length >= 1 &&
+      idempotencyKey.length <= IDEMPOTENCY_KEY_MAX
+    )
+  )
+    return undefined;
+  if (timeoutMs !== undefined && !isIntIn(timeoutMs, 1, MAX_TIMEOUT_MS)) return undefined;
+  if (maxAttempts !== undefined && !isIntIn(maxAttempts, 1, MAX_ATTEMPTS)) return undefined;
+  if (enqueuedAt !== undefined && !Number.isSafeInteger(enqueuedAt)) return undefined;
+  return body as DirectTaskBody;
+}
+
+function isIntIn(v: unknown, min: number, max: number): boolean {
+  return Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+}
+
 /** A task as it travels on the tasks and work streams. */
 export type TaskMessage = {
   id: string;

@@ -141,7 +141,10 @@ export class Execution {
       return "skipped";
     }
     this.#msg = msg;
-    const log = this.#deps.log.child({ taskId: msg.id, type: msg.type, traceId: traceIdOf(d.headers) });
+    // a child logger costs a serialisation of its bindings: made only when something logs
+    let child: Logger | undefined;
+    const log = () =>
+      (child ??= this.#deps.log.child({ taskId: msg.id, type: msg.type, traceId: traceIdOf(d.headers) }));
     const attempt = (msg.attempt ?? 1) + d.deliveryCount - 1;
     const dispatchedAt = Number(d.headers?.get(Headers.dispatchedAt)) || d.storedAtMs;
     this.#base = {
@@ -270,11 +273,11 @@ export class Execution {
   }
 
   /** Free the slot once the handler lets go of it, or after the grace time. */
-  #afterAbort(handler: Promise<HandlerResult>, log: Logger): Promise<void> {
+  #afterAbort(handler: Promise<HandlerResult>, log: () => Logger): Promise<void> {
     const grace = new Promise<false>((r) => setTimeout(() => r(false), this.#deps.abortGraceMs).unref());
     return Promise.race([handler.then(() => true), grace]).then((returned) => {
       if (!returned)
-        log.error(
+        log().error(
           { graceMs: this.#deps.abortGraceMs },
           "handler ignored its aborted signal; slot released anyway",
         );
@@ -282,7 +285,7 @@ export class Execution {
     });
   }
 
-  #context(log: Logger, attempt: number): TaskContext {
+  #context(log: () => Logger, attempt: number): TaskContext {
     const m = this.#msg!;
     return {
       id: m.id,
@@ -290,7 +293,9 @@ export class Execution {
       priority: m.priority,
       attempt,
       signal: this.#controller.signal,
-      log,
+      get log() {
+        return log();
+      },
       lastCheckpoint: this.#checkpoint,
       working: () => this.delivery.working(),
       checkpoint: async (state) => {

@@ -132,6 +132,8 @@ export class Worker {
           onMessage: (m) => this.#onDelivery(runner, m),
           log: this.#d.log,
           expiresMs: 5_000,
+          // a freed slot is topped up in chunks while most slots are still asked for
+          lowWater: Math.floor(slots / 4),
         }),
       };
       this.#runners.set(def.type, runner);

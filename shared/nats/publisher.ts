@@ -43,6 +43,17 @@ type Pending = { resolve: (a: PubAck) => void; reject: (e: Error) => void; deadl
 
 const decoder = new TextDecoder();
 
+function withPublishHeaders(opts: PublishOpts): MsgHdrs | undefined {
+  let h = opts.headers;
+  if (opts.msgId !== undefined || opts.expectLastSubjectSeq !== undefined) {
+    h ??= newHeaders();
+    if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
+    if (opts.expectLastSubjectSeq !== undefined)
+      h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectLastSubjectSeq));
+  }
+  return h;
+}
+
 /**
  * Acknowledged JetStream publishes over one shared reply subscription.
  *
@@ -99,13 +110,7 @@ export class AckedPublisher {
   /** Publish `data` to a stream subject and resolve with the server's ack. */
   publish(subject: string, data: Uint8Array | string, opts: PublishOpts = {}): Promise<PubAck> {
     if (this.#closed) return Promise.reject(new PublishError("publisher closed", 503, 0));
-    let h = opts.headers;
-    if (opts.msgId !== undefined || opts.expectLastSubjectSeq !== undefined) {
-      h ??= newHeaders();
-      if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
-      if (opts.expectLastSubjectSeq !== undefined)
-        h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectLastSubjectSeq));
-    }
+    const h = withPublishHeaders(opts);
     const id = this.#next++;
     return new Promise<PubAck>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, deadline: Date.now() + this.#timeoutMs });
@@ -116,6 +121,17 @@ export class AckedPublisher {
         reject(e as Error);
       }
     });
+  }
+
+  /**
+   * Store without asking for an ack: for writes nothing depends on, where a lost one is harmless and
+   * the ack round trip (a reply, a map entry, a promise) would be most of the cost. The server still
+   * applies `msgId` and `expectLastSubjectSeq`; a refused write is dropped silently. Throws only when
+   * the client cannot even buffer it (closed connection).
+   */
+  send(subject: string, data: Uint8Array | string, opts: PublishOpts = {}): void {
+    if (this.#closed) return;
+    this.#nc.publish(subject, data, { headers: withPublishHeaders(opts) });
   }
 
   /** Writes still waiting for their ack. */

@@ -8,12 +8,26 @@ export type PullerOptions = {
   expiresMs?: number;
   /** Called for every message; the owner acks it. */
   onMessage: (d: Delivery) => void;
+  /**
+   * Hold small top-ups back while more than this many messages are already asked for (default 0:
+   * send every request at once). A worker with 100 slots and 99 requested gains nothing from a pull
+   * request of 1 the moment one slot frees: the server is already pushing into the 99. At a steady
+   * 2,000 tasks/s that one-per-task request was a large share of the server's and clients' CPU.
+   * Demand held back is sent when it reaches this size, or when what is requested falls to it.
+   */
+  lowWater?: number;
   log?: Logger;
 };
 
-type Request = { remaining: number; expiresAt: number };
+type Request = { remaining: number; expiresAt: number; sub: Subscription };
 
 const encoder = new TextEncoder();
+/**
+ * How long after its expiry a request without a 408 is taken for gone. nats-server removes a pull
+ * request that expired without a word when a message arrives for it before its expiry timer runs
+ * (consumer.go nextWaiting, 2.9); waiting long for a 408 that never comes stalled the pipeline.
+ */
+const EXPIRY_GRACE_MS = 250;
 
 /**
  * Pulls from one durable pull consumer exactly as many messages as its owner asked for, no more.
@@ -24,28 +38,35 @@ const encoder = new TextEncoder();
  * requests raised in the same tick are coalesced into one pull request; a request that expires
  * unfulfilled (408 with `Nats-Pending-Messages`) or is lost (server restart) is raised again, so the
  * outstanding demand always equals what the owner asked for minus what arrived.
+ *
+ * Every pull request has its own reply subscription, so each delivery and each 408/409 is charged to
+ * the request it belongs to: the server serves its waiting requests round robin, not oldest first,
+ * and guessing which one a message filled drifted the count until a worker stopped asking. (A
+ * delivery's subject is the stream subject, not the reply subject: only the subscription tells.)
  */
 export class Puller {
   readonly #nc: NatsConnection;
   readonly #api: string;
   readonly #opts: Required<Pick<PullerOptions, "expiresMs">> & PullerOptions;
   readonly #inbox = createInbox();
-  readonly #sub: Subscription;
-  /** Pull requests in flight, oldest first; the server fills them in this order. */
-  #requests: Request[] = [];
+  /** Pull requests in flight by reply token (insertion order is expiry order). */
+  #requests = new Map<number, Request>();
+  #nextId = 1;
   /** Demand raised but not yet sent. */
   #unsent = 0;
   #flushScheduled = false;
   #stopped = false;
+  /** See {@link PullerOptions.lowWater}; owners whose demand changes size may adjust it. */
+  lowWater: number;
   #timer: NodeJS.Timeout;
 
   constructor(nc: NatsConnection, stream: string, consumer: string, opts: PullerOptions) {
     this.#nc = nc;
     this.#api = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`;
     this.#opts = { expiresMs: 10_000, ...opts };
-    this.#sub = nc.subscribe(this.#inbox, { callback: (_e, m) => this.#onMsg(m) });
+    this.lowWater = opts.lowWater ?? 0;
     // Requests lost with a server (no 408 ever comes) are noticed here and raised again.
-    this.#timer = setInterval(() => this.#reap(), 1000);
+    this.#timer = setInterval(() => this.#reap(), 100);
     this.#timer.unref();
   }
 
@@ -53,16 +74,27 @@ export class Puller {
   request(n: number): void {
     if (n <= 0 || this.#stopped) return;
     this.#unsent += n;
+    const low = this.lowWater;
+    if (low > 0 && this.#unsent < low && this.#sent() > low) return;
+    this.#schedule();
+  }
+
+  #schedule(): void {
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());
     }
   }
 
-  /** Messages asked for and not yet delivered. */
+  /** Messages asked for and not yet delivered (including demand held back, see `lowWater`). */
   get outstanding(): number {
-    let n = this.#unsent;
-    for (const r of this.#requests) n += r.remaining;
+    return this.#unsent + this.#sent();
+  }
+
+  /** Messages asked of the server and not yet delivered. */
+  #sent(): number {
+    let n = 0;
+    for (const r of this.#requests.values()) n += r.remaining;
     return n;
   }
 
@@ -73,7 +105,7 @@ export class Puller {
    */
   reset(): void {
     const n = this.outstanding - this.#unsent;
-    this.#requests = [];
+    for (const id of [...this.#requests.keys()]) this.#end(id);
     this.request(n);
   }
 
@@ -84,10 +116,18 @@ export class Puller {
     clearInterval(this.#timer);
   }
 
-  /** Stop and drop the subscription (arrivals after this are redelivered by the server after ack_wait). */
+  /** Stop and drop the subscriptions (arrivals after this are redelivered by the server after ack_wait). */
   close(): void {
     this.stop();
-    this.#sub.unsubscribe();
+    for (const id of [...this.#requests.keys()]) this.#end(id);
+  }
+
+  /** Forget a request and its subscription: it was filled, ended by the server, or given up on. */
+  #end(id: number): void {
+    const r = this.#requests.get(id);
+    if (!r) return;
+    this.#requests.delete(id);
+    r.sub.unsubscribe();
   }
 
   #flush(): void {
@@ -96,14 +136,15 @@ export class Puller {
     if (n <= 0 || this.#stopped || this.#nc.isClosed()) return;
     this.#unsent = 0;
     const expiresMs = this.#opts.expiresMs;
-    this.#requests.push({ remaining: n, expiresAt: Date.now() + expiresMs });
+    const id = this.#nextId++;
+    const reply = `${this.#inbox}.${id}`;
     try {
+      const sub = this.#nc.subscribe(reply, { callback: (_e, m) => this.#onMsg(id, m) });
+      this.#requests.set(id, { remaining: n, expiresAt: Date.now() + expiresMs, sub });
       this.#nc.publish(
         this.#api,
         encoder.encode(JSON.stringify({ batch: n, expires: expiresMs * 1_000_000 })),
-        {
-          reply: this.#inbox,
-        },
+        { reply },
       );
     } catch (err) {
       // disconnected and the client's buffer refused it: keep the demand, the reaper raises it again
@@ -111,30 +152,29 @@ export class Puller {
     }
   }
 
-  #onMsg(m: Msg): void {
+  #onMsg(id: number, m: Msg): void {
     const h = m.headers;
     if (h && h.code > 0 && m.data.length === 0 && !m.reply) {
-      this.#onStatus(h.code, h.description, Number(h.get("Nats-Pending-Messages") || 0));
+      this.#onStatus(id, h.code, h.description, Number(h.get("Nats-Pending-Messages") || 0));
       return;
     }
     const d = toDelivery(this.#nc, m);
     if (!d) return;
-    const head = this.#requests[0];
-    if (head) {
-      head.remaining--;
-      if (head.remaining <= 0) this.#requests.shift();
-    }
+    const r = this.#requests.get(id);
+    if (r && --r.remaining <= 0) this.#end(id);
+    // demand held back goes out once what the server still owes us is down to the low-water mark
+    if (this.#unsent > 0 && this.#sent() <= this.lowWater) this.#schedule();
     this.#opts.onMessage(d);
   }
 
-  #onStatus(code: number, description: string, pendingMsgs: number): void {
+  #onStatus(id: number, code: number, description: string, pendingMsgs: number): void {
     if (code === 100) return; // idle heartbeat
     // 408 request expired, 409 exceeded max waiting / consumer deleted / leadership change: the request
-    // at the head of the queue is gone with `pendingMsgs` of it unfilled; raise those again.
-    // "Exceeded MaxWaiting" refuses the request just sent; every other status ends the oldest one
-    const head =
-      code === 409 && /maxwaiting/i.test(description) ? this.#requests.pop() : this.#requests.shift();
-    const lost = pendingMsgs > 0 ? pendingMsgs : (head?.remaining ?? 0);
+    // is gone with `pendingMsgs` of it unfilled; raise those again
+    const r = this.#requests.get(id);
+    if (!r) return; // already raised again (reaped or reset)
+    this.#end(id);
+    const lost = pendingMsgs > 0 ? Math.min(pendingMsgs, r.remaining) : r.remaining;
     if (code !== 408) this.#opts.log?.warn({ code, description }, "pull request ended by the server");
     if (!this.#stopped && lost > 0) {
       // back off a little on errors so a missing consumer does not become a busy loop
@@ -145,9 +185,9 @@ export class Puller {
 
   #reap(): void {
     const now = Date.now();
-    const graceMs = 2000;
-    while (this.#requests.length > 0 && this.#requests[0]!.expiresAt + graceMs < now) {
-      const r = this.#requests.shift()!;
+    for (const [id, r] of this.#requests) {
+      if (r.expiresAt + EXPIRY_GRACE_MS >= now) break; // insertion order is expiry order
+      this.#end(id);
       this.request(r.remaining);
     }
   }

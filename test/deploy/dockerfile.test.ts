@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { freePort } from "../../shared/nats/local-server.ts";
+import { SERVICE_NODE_FLAGS } from "../../shared/node-flags.ts";
 import { dockerfile, dockerignoreAllows } from "./support/dockerfile.ts";
 import { repoRoot } from "./support/kustomize.ts";
 import { SERVICES } from "./support/service-env.ts";
@@ -129,10 +130,14 @@ describe("Dockerfile", () => {
         encoding: "utf8",
         timeout: 5_000,
       });
-    expect(run(["worker"]).stdout.trim()).toBe("services/worker/main.ts|9464");
-    expect(run([], { SLUICE_SERVICE: "enqueue" }).stdout.trim()).toBe("services/enqueue/main.ts|9464");
+    // the same Node flags as every other launcher (shared/node-flags.ts)
+    const flags = SERVICE_NODE_FLAGS.join(" ");
+    expect(run(["worker"]).stdout.trim()).toBe(`${flags} services/worker/main.ts|9464`);
+    expect(run([], { SLUICE_SERVICE: "enqueue" }).stdout.trim()).toBe(
+      `${flags} services/enqueue/main.ts|9464`,
+    );
     expect(run(["dispatcher", "--x"], { SLUICE_SERVICE: "worker", METRICS_PORT: "9999" }).stdout.trim()).toBe(
-      "services/dispatcher/main.ts --x|9999",
+      `${flags} services/dispatcher/main.ts --x|9999`,
     );
     const bad = run(["workers"]);
     expect(bad.status).toBe(64);

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SERVICE_NODE_FLAGS } from "../../shared/node-flags.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -25,7 +26,7 @@ export function spawnService(
   name: "enqueue" | "dispatcher" | "worker",
   env: Record<string, string>,
 ): ServiceProcess {
-  const child = spawn(process.execPath, [`services/${name}/main.ts`], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, `services/${name}/main.ts`], {
     cwd: root,
     // local mode like `npm start`: no API keys unless a test turns AUTH_ENABLED on (only enqueue reads it)
     env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", AUTH_ENABLED: "false", ...env },
