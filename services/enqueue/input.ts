@@ -1,7 +1,7 @@
 import type { z } from "zod";
 import { ErrorCodes, PayloadTooLargeError, ValidationError } from "../../shared/errors.ts";
 import { PRIORITIES } from "../../shared/priority.ts";
-import { TaskInput } from "../../shared/task.ts";
+import { readCommonTaskInput, TaskInput } from "../../shared/task.ts";
 
 /** Validated enqueue input, priority already mapped to its name. */
 export type ValidInput = z.output<typeof TaskInput>;
@@ -20,7 +20,8 @@ const MAX_ISSUES = 20;
 const MAX_KEYS_LISTED = 10;
 
 /**
- * Validate an enqueue request body (already parsed JSON) against `TaskInput` and the payload limit.
+ * Validate an enqueue request body (already parsed JSON: the common shape is checked without zod, see
+ * readCommonTaskInput) against `TaskInput` and the payload limit.
  * Throws ValidationError (400) or PayloadTooLargeError (413); returns the input and the payload's
  * serialized size.
  */
@@ -30,7 +31,8 @@ export function parseTaskInput(body: unknown, maxPayloadBytes: number): ValidInp
       { path: "", message: `nesting deeper than ${MAX_DEPTH} levels` },
     ]);
   }
-  const r = TaskInput.safeParse(body);
+  const common = readCommonTaskInput(body);
+  const r = common ? { success: true as const, data: common } : TaskInput.safeParse(body);
   if (!r.success) {
     const issues = r.error.issues.slice(0, MAX_ISSUES).map(toFieldIssue);
     const fields = new Set(r.error.issues.map((i) => String(i.path[0] ?? "")));

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { DirectTaskBody, readCommonTaskInput, readDirectTaskBody, TaskInput } from "../../shared/task.ts";
+
+/**
+ * The zod-free readers on the hot paths must never accept what the schemas refuse, and must give
+ * the same output when they accept. Values are drawn around every limit; each body goes through both.
+ */
+const pick = <T>(xs: readonly T[], i: number): T => xs[i % xs.length]!;
+const strings = ["", "a", "x".repeat(128), "x".repeat(129), "x".repeat(256), "x".repeat(257), "é", 5, null];
+const ints = [0, 1, 2, 5, 6, 100, 101, 86_400_000, 86_400_001, 1.5, -1, "3", null, Number.MAX_SAFE_INTEGER];
+const types = ["noop", "a.b", "A", "a..b", "-a", "x".repeat(64), "x".repeat(65), "", 7, "doc.chunk"];
+const priorities = ["urgent", "high", "normal", "low", "bulk", "URGENT", 0, 1, 3, 5, 6, 2.5, null, "1"];
+const payloads = [{ a: 1 }, [1, "x", null], "s", 0, null, { deep: { er: [true] } }];
+
+function bodies(n: number, make: (i: number) => Record<string, unknown>): Record<string, unknown>[] {
+  return Array.from({ length: n }, (_, i) => {
+    const b = make(i);
+    // drop some fields so absent and present both occur
+    for (const k of Object.keys(b)) if ((i * 7 + k.length * 13) % 5 === 0) delete b[k];
+    return b;
+  });
+}
+
+describe("zod-free readers", () => {
+  it("readCommonTaskInput agrees with TaskInput", () => {
+    const all = bodies(4000, (i) => ({
+      type: pick(types, i),
+      payload: pick(payloads, i >> 1),
+      priority: pick(priorities, i >> 2),
+      idempotencyKey: pick(strings, i >> 3),
+      timeoutMs: pick(ints, i >> 4),
+      maxAttempts: pick(ints, (i >> 5) + 3),
+      concurrencyKey: pick(strings, (i >> 6) + 1),
+      ...(i % 97 === 0 ? { delayMs: 5 } : {}),
+      ...(i % 89 === 0 ? { bogus: 1 } : {}),
+    }));
+    let accepted = 0;
+    for (const b of all) {
+      const fast = readCommonTaskInput(b);
+      if (fast === undefined) continue;
+      accepted++;
+      const z = TaskInput.safeParse(b);
+      expect(z.success, JSON.stringify(b)).toBe(true);
+      expect(fast).toEqual(z.data);
+    }
+    expect(accepted).toBeGreaterThan(30);
+  });
+
+  it("readDirectTaskBody agrees with DirectTaskBody", () => {
+    const all = bodies(3000, (i) => ({
+      id: pick(strings, i),
+      payload: pick(payloads, i >> 1),
+      idempotencyKey: pick(strings, i >> 2),
+      timeoutMs: pick(ints, i >> 3),
+      maxAttempts: pick(ints, (i >> 4) + 2),
+      enqueuedAt: pick([...ints, 1.7e12, 1.7e12 + 0.5], i >> 5),
+      ...(i % 83 === 0 ? { type: "x" } : {}),
+    }));
+    let accepted = 0;
+    for (const b of all) {
+      const fast = readDirectTaskBody(b);
+      if (fast === undefined) continue;
+      accepted++;
+      const z = DirectTaskBody.safeParse(b);
+      expect(z.success, JSON.stringify(b)).toBe(true);
+      expect(fast).toEqual(z.data);
+    }
+    expect(accepted).toBeGreaterThan(50);
+  });
+});
