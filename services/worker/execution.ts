@@ -73,6 +73,10 @@ export class Execution {
   #checkpoint: unknown;
   #runningWritten = false;
   #progressTimer: NodeJS.Timeout | undefined;
+  /** While the handler runs: when it times out, and when its `running` record is due (epoch ms). */
+  #deadline: number | undefined;
+  #onAbort: ((r: { aborted: AbortReason }) => void) | undefined;
+  #runningDueAt: number | undefined;
   #done = false;
   #release: SlotRelease | undefined;
   #scope: AttemptScope | undefined;
@@ -98,9 +102,31 @@ export class Execution {
     return this.#msg?.concurrencyKey;
   }
 
+  /**
+   * Called by the worker's sweep every few ms (SWEEP_MS in worker.ts): times the handler out at its
+   * deadline, and writes `running` for a task that outlived RUNNING_WRITE_AFTER_MS.
+   */
+  tick(now: number): void {
+    if (this.#runningDueAt !== undefined && now >= this.#runningDueAt) {
+      this.#runningDueAt = undefined;
+      this.#writeRunning();
+    }
+    if (this.#deadline !== undefined && now >= this.#deadline) {
+      this.#deadline = undefined;
+      this.#abort("timeout");
+    }
+  }
+
   /** Abort the handler (shutdown, cancellation, pause). */
   abort(reason: AbortReason): void {
+    this.#abort(reason);
+  }
+
+  /** Abort the signal and wake the run (a plain callback: no listener on the signal per task). */
+  #abort(reason: AbortReason): void {
+    if (this.#controller.signal.aborted) return;
     this.#controller.abort(reason);
+    this.#onAbort?.({ aborted: reason });
   }
 
   /** Run to the end (outcome stored and acked, or handed back). Never rejects. */
@@ -209,16 +235,20 @@ export class Execution {
       return this.#giveUp(policy, { code: ErrorCodes.invalidPayload, message: detail });
     }
 
-    let runningTimer: NodeJS.Timeout | undefined;
+    // The deadline and the delayed `running` write are checked by the worker's one sweep (tick), not
+    // by two timers per task: arming and clearing them was a visible share of a no-op task's cost.
+    const handlerStart = Date.now();
     if (this.#deps.runningWriteAfterMs > 0)
-      runningTimer = setTimeout(() => this.#writeRunning(), this.#deps.runningWriteAfterMs);
+      this.#runningDueAt = handlerStart + this.#deps.runningWriteAfterMs;
     else this.#writeRunning();
     const timeoutMs = msg.timeoutMs ?? this.#def.timeoutMs;
-    const timeout = setTimeout(() => this.#controller.abort("timeout" satisfies AbortReason), timeoutMs);
+    this.#deadline = handlerStart + timeoutMs;
     const ctrl = this.#controller.signal;
-    const aborted = new Promise<{ aborted: AbortReason }>((resolve) =>
-      ctrl.addEventListener("abort", () => resolve({ aborted: ctrl.reason as AbortReason }), { once: true }),
-    );
+    const aborted = ctrl.aborted
+      ? Promise.resolve({ aborted: ctrl.reason as AbortReason })
+      : new Promise<{ aborted: AbortReason }>((resolve) => {
+          this.#onAbort = resolve;
+        });
     const handler: Promise<HandlerResult> = Promise.resolve()
       .then(() => inScope(this.#scope, () => this.#def.handler(parsed.data, this.#context(log, attempt))))
       .then(
@@ -226,8 +256,8 @@ export class Execution {
         (error: unknown) => ({ error }),
       );
     const first = await Promise.race([handler, aborted]);
-    clearTimeout(timeout);
-    if (runningTimer) clearTimeout(runningTimer);
+    this.#deadline = undefined;
+    this.#runningDueAt = undefined;
 
     if ("aborted" in first) {
       const settled = this.#afterAbort(handler, log);

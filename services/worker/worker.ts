@@ -70,6 +70,8 @@ type Runner = {
 };
 
 const encoder = new TextEncoder();
+/** How often running tasks are checked for their deadline and delayed `running` write, ms. */
+const SWEEP_MS = 10;
 
 /**
  * A worker process's engine: registers its types and slots, pulls work only for free slots, runs
@@ -83,6 +85,8 @@ export class Worker {
   #state: WorkerState = "created";
   #heartbeat: NodeJS.Timeout | undefined;
   #lease: NodeJS.Timeout | undefined;
+  /** Deadlines and delayed `running` writes of every running task (Execution.tick). */
+  #sweep: NodeJS.Timeout | undefined;
   #noticeScheduled = false;
   #idle: (() => void) | undefined;
   readonly #signals: SignalWatcher;
@@ -144,6 +148,10 @@ export class Worker {
     this.#heartbeat = setInterval(() => void this.#register(), config.heartbeatMs);
     // long tasks keep their lease: tell the server every third of the ack wait that they are alive
     this.#lease = setInterval(() => this.#keepAlive(), Math.max(500, Math.floor(config.workAckWaitMs / 3)));
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const r of this.#runners.values()) for (const e of r.running) e.tick(now);
+    }, SWEEP_MS);
     this.#watchReconnects();
     this.#d.log.info(
       {
@@ -180,6 +188,7 @@ export class Worker {
     }
     clearTimeout(timer);
     clearInterval(this.#lease);
+    clearInterval(this.#sweep);
     for (const r of this.#runners.values()) r.puller.close();
     await this.#d.workers.delete(this.#d.config.workerId).catch(() => undefined);
     this.#signals.stop();
