@@ -75,8 +75,9 @@ export class Execution {
   #progressTimer: NodeJS.Timeout | undefined;
   /** While the handler runs: when it times out, and when its `running` record is due (epoch ms). */
   #deadline: number | undefined;
-  #onAbort: ((r: { aborted: AbortReason }) => void) | undefined;
   #runningDueAt: number | undefined;
+  /** Wakes the run when the handler is aborted (a plain callback: no listener on the signal per task). */
+  #onAbort: ((r: { aborted: AbortReason }) => void) | undefined;
   #done = false;
   #release: SlotRelease | undefined;
   #scope: AttemptScope | undefined;
@@ -113,17 +114,12 @@ export class Execution {
     }
     if (this.#deadline !== undefined && now >= this.#deadline) {
       this.#deadline = undefined;
-      this.#abort("timeout");
+      this.abort("timeout");
     }
   }
 
-  /** Abort the handler (shutdown, cancellation, pause). */
+  /** Abort the handler (shutdown, cancellation, pause, timeout). */
   abort(reason: AbortReason): void {
-    this.#abort(reason);
-  }
-
-  /** Abort the signal and wake the run (a plain callback: no listener on the signal per task). */
-  #abort(reason: AbortReason): void {
     if (this.#controller.signal.aborted) return;
     this.#controller.abort(reason);
     this.#onAbort?.({ aborted: reason });
