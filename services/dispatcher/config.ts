@@ -14,7 +14,7 @@ export const envSchema = z.object({
   /** Most tasks dispatched ahead of free slots, as a fraction of capacity (0 = strictly none). */
   DISPATCH_PREFETCH_RATIO: z.coerce.number().min(0).max(2).default(1),
   /** Dispatch ahead about this much work, ms of the observed completion rate (bounded by the ratio above). */
-  DISPATCH_PREFETCH_MS: envInt(0, 10_000).default(25),
+  DISPATCH_PREFETCH_MS: envInt(0, 10_000).default(10),
   /** Most messages held per (type, priority) while choosing what to dispatch next. */
   DISPATCH_WINDOW_MAX: envInt(1, 4096).default(256),
   /** Types to prepare consumers for before any worker registers (comma-separated). */

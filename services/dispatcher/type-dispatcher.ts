@@ -9,8 +9,9 @@ import { Puller } from "../../shared/nats/puller.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import {
   DirectTaskBody,
+  depthExceeds,
   idForIdempotencyKey,
-  initialState,
+  MAX_DEPTH,
   readDirectTaskBody,
   type TaskMessage,
 } from "../../shared/task.ts";
@@ -36,6 +37,8 @@ export type TypeDispatcherDeps = {
   onDispatch?: (priority: Priority, waitedMs: number) => void;
   /** Queue limits of the type: pause, concurrency, rate, keys, aging (limits/type-gate.ts). */
   gate?: TypeGate;
+  /** Nothing stored or freed for this long makes consumer info exact (default QUIET_MS; tests). */
+  quietMs?: number;
 };
 
 const encoder = new TextEncoder();
@@ -44,10 +47,10 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** A task id becomes a KV key and a subject token: what the state bucket cannot key is no task (the gateway's rule). */
 const TASK_ID_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
 const TASK_ID_MAX = 256;
-/** Deepest nesting of a direct publish (the gateway's limit for every enqueue, services/enqueue/input.ts). */
-const MAX_DEPTH = 256;
 // a third of the tasks consumers' ack wait: held messages stay ours, a crashed leader's come back within it
 const HOLD_KEEPALIVE_MS = 3_000;
+/** Nothing stored or freed for this long: no final write can still be under way, so consumer info is exact. */
+const QUIET_MS = 1_000;
 
 /**
  * Dispatches one task type: holds a small window of messages from each of the type's five priority
@@ -75,6 +78,8 @@ export class TypeDispatcher {
   #running = false;
   /** False until the first reconcile: dispatching on a guessed in-flight of 0 could break a limit. */
   #reconciled = false;
+  /** Last time a work publish was stored or a slot freed: a reconcile after a quiet spell is exact. */
+  #activeAt = Date.now();
   #keepalive: NodeJS.Timeout | undefined;
 
   constructor(type: string, deps: TypeDispatcherDeps) {
@@ -131,6 +136,7 @@ export class TypeDispatcher {
     this.#stored = Math.max(0, this.#stored - n);
     this.#freedTotal += n;
     const now = Date.now();
+    this.#activeAt = now;
     this.#rate = this.#rate * Math.exp(-(now - this.#rateAt) / 1000) + n;
     this.#rateAt = now;
     this.pump();
@@ -153,15 +159,35 @@ export class TypeDispatcher {
   async reconcile(): Promise<void> {
     const s0 = this.#storedTotal;
     const f0 = this.#freedTotal;
+    const startedAt = Date.now();
     try {
       const info = await this.#d.jsm.consumers.info(
         this.#d.names.workStream,
         this.#d.names.workConsumer(this.type),
       );
       const truth = info.num_pending + info.num_ack_pending;
-      // under a concurrency limit, frees that raced the request may already be in `truth`: err high
-      const freedSince = this.#d.gate?.strict ? 0 : this.#freedTotal - f0;
-      this.#stored = Math.max(0, truth + (this.#storedTotal - s0) - freedSince);
+      // `truth` is taken at some moment between our request and its answer, and it still counts
+      // tasks whose slot is already freed (their final write is under way): so `truth` plus every
+      // publish stored meanwhile is an upper bound of what is really in flight, and under load it
+      // was hundreds too high (the API answers slowly; publishes kept coming). Taking it as the
+      // count stalled dispatch until the next reconcile — urgent tasks waited ~1 s with nothing in
+      // flight. So the count is only ever lowered to that bound (it drifts high when notices are
+      // lost: a reconnect, a draining worker). Under a concurrency limit, erring high is the point:
+      // the bound is taken as is. Before the first reconcile there is no count: take the bound
+      // minus the frees seen meanwhile.
+      // After a quiet spell (nothing stored, nothing freed for QUIET_MS before the request and none
+      // during it) nothing is under way either, and `truth` is exact: taken as it is, in both
+      // directions. That heals a count left low by a slot freed twice (a worker that died between
+      // freeing a slot and acking: the task runs again elsewhere and frees again).
+      const quiet =
+        this.#storedTotal === s0 &&
+        this.#freedTotal === f0 &&
+        startedAt - this.#activeAt >= (this.#d.quietMs ?? QUIET_MS);
+      const bound = truth + (this.#storedTotal - s0);
+      if (this.#d.gate?.strict) this.#stored = bound;
+      else if (!this.#reconciled) this.#stored = Math.max(0, bound - (this.#freedTotal - f0));
+      else if (quiet) this.#stored = truth;
+      else this.#stored = Math.min(this.#stored, bound);
       this.#d.log.debug(
         {
           type: this.type,
@@ -241,22 +267,6 @@ export class TypeDispatcher {
       priority,
       this.#d.names.workSubject(this.type),
     );
-    // A directly published task has no state record yet: the dispatcher writes the first one, insert-
-    // if-absent and without waiting for its ack. Nothing depends on it — the worker's final write is a
-    // plain put, and a late or refused create (the task already moved on) changes nothing — while an
-    // acked write here cost as much as the work publish itself. Sent first: on one server a connection's
-    // writes are stored in order, so the record is there before any worker can see the task.
-    if (task.direct) {
-      try {
-        this.#d.publisher.send(
-          `$KV.${this.#d.names.stateBucket}.${task.id}`,
-          encoder.encode(JSON.stringify({ ...initialState(task.direct, "dispatched"), dispatchedAt: now })),
-          { expectLastSubjectSeq: 0 },
-        );
-      } catch {
-        // disconnected: the work publish fails the same way and hands the task back
-      }
-    }
     const work = this.#d.publisher.publish(this.#d.names.workSubject(this.type), task.data, {
       msgId: `${task.id}:${m.streamSeq}`,
       headers: h,
@@ -266,6 +276,7 @@ export class TypeDispatcher {
         this.#publishing--;
         this.#stored++;
         this.#storedTotal++;
+        this.#activeAt = Date.now();
         m.ack();
         span?.end();
         this.#d.onDispatch?.(priority, now - task.enqueuedAt);
@@ -283,10 +294,7 @@ export class TypeDispatcher {
   }
 
   /** The bytes to forward and the task id, or undefined after terminating an unreadable message. */
-  #read(
-    priority: Priority,
-    m: Delivery,
-  ): { id: string; data: Uint8Array; enqueuedAt: number; direct?: TaskMessage } | undefined {
+  #read(priority: Priority, m: Delivery): { id: string; data: Uint8Array; enqueuedAt: number } | undefined {
     let body: Record<string, unknown>;
     try {
       body = JSON.parse(decoder.decode(m.data)) as Record<string, unknown>;
@@ -305,7 +313,7 @@ export class TypeDispatcher {
     }
     // zod recurses into the payload: thousands of levels overflow its stack, and it then keeps what it
     // held (~0.2 MB a message, measured). The gateway refuses such bodies before zod sees them; so do we.
-    if (nestsDeeper(body, MAX_DEPTH)) {
+    if (depthExceeds(body, MAX_DEPTH)) {
       this.#reject(m, `nests deeper than ${MAX_DEPTH} levels`);
       return undefined;
     }
@@ -345,7 +353,7 @@ export class TypeDispatcher {
     if (b.idempotencyKey !== undefined) task.idempotencyKey = b.idempotencyKey;
     if (b.timeoutMs !== undefined) task.timeoutMs = b.timeoutMs;
     if (b.maxAttempts !== undefined) task.maxAttempts = b.maxAttempts;
-    return { id, data: encoder.encode(JSON.stringify(task)), enqueuedAt: task.enqueuedAt, direct: task };
+    return { id, data: encoder.encode(JSON.stringify(task)), enqueuedAt: task.enqueuedAt };
   }
 
   #reject(m: Delivery, reason: string): void {
@@ -359,18 +367,4 @@ export class TypeDispatcher {
 
 function isTaskId(id: string): boolean {
   return id.length <= TASK_ID_MAX && TASK_ID_RE.test(id);
-}
-
-/** True when `v` nests arrays/objects deeper than `max`; iterative, so it cannot overflow itself. */
-function nestsDeeper(v: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[v, 0]];
-  while (stack.length > 0) {
-    const [x, d] = stack.pop()!;
-    if (x === null || typeof x !== "object") continue;
-    if (d >= max) return true;
-    for (const c of Array.isArray(x) ? x : Object.values(x)) {
-      if (c !== null && typeof c === "object") stack.push([c, d + 1]);
-    }
-  }
-  return false;
 }
