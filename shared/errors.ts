@@ -30,6 +30,11 @@ export const ErrorCodes = {
   handlerFailed: "handler_failed",
   timedOut: "timed_out",
   invalidPayload: "invalid_payload",
+  invalidResult: "invalid_result",
+  /** The result is over MAX_RESULT_BYTES, or its record over what NATS stores (max_payload, max_msg_size). */
+  resultTooLarge: "result_too_large",
+  /** NATS refused the completed record for good for another reason than its size. */
+  resultNotStorable: "result_not_storable",
   unknownTaskType: "unknown_task_type",
   workerLost: "worker_lost",
   cancelled: "cancelled",

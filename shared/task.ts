@@ -321,3 +321,23 @@ export function initialState(msg: TaskMessage, status: TaskStatus = "queued"): T
   if (msg.replayOf !== undefined) s.replayOf = msg.replayOf;
   return s;
 }
+
+/**
+ * Deepest nesting accepted in a request body. Validation, serialization and every worker's parser
+ * recurse; a body of a million `[` would otherwise overflow a stack instead of getting a 400.
+ */
+export const MAX_DEPTH = 256;
+
+/** True when `v` nests arrays/objects deeper than `max`; iterative so it cannot overflow itself. */
+export function depthExceeds(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== "object") continue;
+    if (d >= max) return true;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) {
+      if (c !== null && typeof c === "object") stack.push([c, d + 1]);
+    }
+  }
+  return false;
+}

@@ -1,8 +1,18 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { type CommonConfig, commonConfig, commonEnv, envInt, parseEnv } from "../../shared/config.ts";
-import { WORK_ACK_WAIT_MS } from "../../shared/nats/topology.ts";
+import { MAX_MSG_BYTES, WORK_ACK_WAIT_MS } from "../../shared/nats/topology.ts";
 import { otelEnv, type TracingConfig, tracingConfig } from "../../shared/telemetry/otel-env.ts";
+
+/** Room kept inside a state record for everything around the result (id, type, times, keys, …). */
+export const RECORD_ENVELOPE_BYTES = 64 * 1024;
+
+/**
+ * The largest result a state record can carry: the state bucket's value size (2 MiB,
+ * shared/nats/topology.ts) minus the rest of the record. A larger limit would pass results NATS then
+ * refuses, each costing a handler run before it is given up.
+ */
+export const MAX_RESULT_LIMIT_BYTES = MAX_MSG_BYTES - RECORD_ENVELOPE_BYTES;
 
 /** Environment of the worker service. */
 export const envSchema = z.object({
@@ -26,8 +36,15 @@ export const envSchema = z.object({
   RUNNING_WRITE_AFTER_MS: envInt(0).default(250),
   /** Ack wait of the work consumers this worker creates, ms; a crashed worker's task is redelivered after it. */
   WORK_ACK_WAIT_MS: envInt(1_000, 3_600_000).default(WORK_ACK_WAIT_MS),
-  /** Largest handler result stored in the task state, bytes. */
-  MAX_RESULT_BYTES: envInt(1024, 8 * 1024 * 1024).default(1024 * 1024),
+  /** Largest handler result stored in the task state, bytes (at most {@link MAX_RESULT_LIMIT_BYTES}). */
+  MAX_RESULT_BYTES: envInt(1024)
+    .max(MAX_RESULT_LIMIT_BYTES, {
+      message:
+        `must be at most ${MAX_RESULT_LIMIT_BYTES}: the result is stored in the task's state record, ` +
+        `which the state bucket caps at ${MAX_MSG_BYTES} bytes (2 MiB), ` +
+        `${RECORD_ENVELOPE_BYTES} of them kept for the rest of the record`,
+    })
+    .default(1024 * 1024),
   /** Secret `webhook.deliver` signs requests with. */
   WEBHOOK_SIGNING_SECRET: z.string().min(1).default("sluice-dev-secret"),
   ...otelEnv,

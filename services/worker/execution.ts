@@ -15,9 +15,10 @@ import {
 } from "../../shared/task.ts";
 import { traceIdOf } from "../../shared/telemetry/propagation.ts";
 import { type AttemptScope, type ExecutionObserver, inScope } from "./observer.ts";
-import { givenUpStatus, Recorder } from "./recorder.ts";
+import { givenUpStatus, isRefused, Recorder, type Refused, type Settled } from "./recorder.ts";
 import { decideRetry, type RetryPolicy } from "./retry-policy.ts";
 import type { AbortReason, TaskContext, TaskDefinition } from "./sdk.ts";
+import { classifyWriteError } from "./write-errors.ts";
 
 /** What an execution needs from its worker. */
 export type ExecutionDeps = {
@@ -280,22 +281,25 @@ export class Execution {
     this.#freeSlot();
     if ("error" in first) {
       const err = first.error;
-      if (isRateLimited(err)) return this.#rateLimited(err.retryAfterMs);
+      if (isRateLimited(err)) return this.#rateLimited(policy, err.retryAfterMs);
       return this.#failed(policy, attempt, toTaskError(err), !isNonRetryable(err));
     }
     let encoded: string | undefined;
     try {
       encoded = JSON.stringify(first.result ?? null);
     } catch {
-      return this.#giveUp(policy, { code: "invalid_result", message: "result is not JSON-serialisable" });
+      return this.#giveUp(policy, {
+        code: ErrorCodes.invalidResult,
+        message: "result is not JSON-serialisable",
+      });
     }
     if (encoded !== undefined && Buffer.byteLength(encoded) > this.#deps.maxResultBytes) {
       return this.#giveUp(policy, {
-        code: "result_too_large",
+        code: ErrorCodes.resultTooLarge,
         message: `result over ${this.#deps.maxResultBytes} bytes`,
       });
     }
-    return this.#final("completed", { result: first.result ?? null });
+    return this.#completed(policy, first.result ?? null);
   }
 
   /** Free the slot once the handler lets go of it, or after the grace time. */
@@ -326,9 +330,17 @@ export class Execution {
       working: () => this.delivery.working(),
       checkpoint: async (state) => {
         if (this.#done) return;
-        this.#checkpoint = state === undefined ? null : JSON.parse(JSON.stringify(state));
+        const prev = this.#checkpoint;
+        const next = state === undefined ? null : JSON.parse(JSON.stringify(state));
+        this.#checkpoint = next;
         this.#runningWritten = true;
-        await this.#rec.put(this.#snapshot("running"));
+        try {
+          await this.#rec.put(this.#snapshot("running"));
+        } catch (err) {
+          // a checkpoint NATS will never store (too large) must not ride along in every later record
+          if (this.#checkpoint === next && classifyWriteError(err) !== "transient") this.#checkpoint = prev;
+          throw err;
+        }
       },
       progress: (percent, message) => {
         const p = Math.max(0, Math.min(100, Number(percent) || 0));
@@ -367,13 +379,24 @@ export class Execution {
     clearTimeout(this.#progressTimer);
   }
 
-  async #final(
-    status: TaskStatus,
-    extra: { result?: unknown; error?: TaskError; task?: TaskMessage },
-  ): Promise<Outcome> {
+  /** The handler returned: store `completed` with the result, or give up if NATS will never take it. */
+  async #completed(policy: RetryPolicy, result: unknown): Promise<Outcome> {
     this.#stop();
-    const ok = await this.#rec.final(this.#snapshot(status, { finishedAt: Date.now(), ...extra }));
-    return ok ? status : "redelivered";
+    const r = await this.#store(this.#snapshot("completed", { finishedAt: Date.now(), result }), (s) =>
+      this.#rec.final(s),
+    );
+    if (!isRefused(r)) return this.#settled("completed", r);
+    // Refused even without checkpoint and progress: the result is what cannot be stored (over the
+    // server's max_payload or the state bucket's value size). Redelivering would run the handler again
+    // to the same end, forever; give up as for a result over MAX_RESULT_BYTES, with the reason.
+    this.#logRefused(r, "completed", "giving the task up");
+    const why = errorMessage(r.err);
+    return this.#giveUp(
+      policy,
+      r.refused === "too_large"
+        ? { code: ErrorCodes.resultTooLarge, message: `result too large to store: ${why}` }
+        : { code: ErrorCodes.resultNotStorable, message: `result not storable: ${why}` },
+    );
   }
 
   /** A failed attempt: retry after the backoff, or give up. */
@@ -391,50 +414,79 @@ export class Execution {
     delete next.resumed;
     const s = this.#snapshot("retrying", { error, runAt: dueAt });
     delete s.workerId;
-    const ok = await this.#rec.retry(s, next, dueAt);
-    return ok ? "retrying" : "redelivered";
+    const r = await this.#store(s, (x) => this.#rec.retry(x, next, dueAt));
+    if (isRefused(r)) return this.#retryRefused(policy, error, r);
+    return r === "stored" ? "retrying" : "redelivered";
   }
 
   /** No more attempts: a dead letter (default), or `failed`/`timed_out` for types that keep none. */
   async #giveUp(policy: RetryPolicy, error: TaskError): Promise<Outcome> {
     this.#stop();
     const now = Date.now();
+    const task = this.#msg!;
     // the task message stays with the record so `POST /v1/tasks/:id/retry` can run it again
-    if (!policy.deadLetter) return this.#final(givenUpStatus(error), { error, task: this.#msg! });
-    const ok = await this.#rec.dead(this.#snapshot("dead", { finishedAt: now, error }), this.#msg!, error);
-    return ok ? "dead" : "redelivered";
+    if (!policy.deadLetter) {
+      const status = givenUpStatus(error);
+      const s = this.#snapshot(status, { finishedAt: now, error, task });
+      return this.#settled(status, await this.#store(s, (x) => this.#rec.final(x), true));
+    }
+    const s = this.#snapshot("dead", { finishedAt: now, error });
+    let r = await this.#store(s, (x) => this.#rec.dead(x, task, error));
+    if (isRefused(r)) {
+      // not even the dead letter and its record (both hold the task message) can be stored: record
+      // `dead` without them, so the task still ends, visibly, instead of coming back forever
+      this.#logRefused(r, "dead", "recording it without the task message");
+      const bare = { ...s };
+      delete bare.checkpoint;
+      delete bare.progress;
+      r = await this.#rec.final(bare);
+    }
+    return this.#settled("dead", r);
   }
 
   /** Rescheduled after the service's retry-after, without counting an attempt. */
-  async #rateLimited(retryAfterMs: number): Promise<Outcome> {
+  async #rateLimited(policy: RetryPolicy, retryAfterMs: number): Promise<Outcome> {
     this.#stop();
     this.#deps.onRateLimited(this.#msg!.type, retryAfterMs);
     const dueAt = Date.now() + retryAfterMs;
     const next: TaskMessage = { ...this.#msg!, attempt: this.#base!.attempts };
-    const s = this.#snapshot("retrying", {
-      runAt: dueAt,
-      attempts: this.#base!.attempts - 1,
-      error: { code: "rate_limited", message: `rate limited; retry after ${retryAfterMs} ms` },
-    });
+    const error: TaskError = {
+      code: "rate_limited",
+      message: `rate limited; retry after ${retryAfterMs} ms`,
+    };
+    const s = this.#snapshot("retrying", { runAt: dueAt, attempts: this.#base!.attempts - 1, error });
     delete s.workerId;
     // same attempt number again: the scheduler's msg id must differ from the first scheduling of it
-    const ok = await this.#rec.retry(s, next, dueAt, `${next.id}:rl${this.delivery.streamSeq}`);
-    return ok ? "retrying" : "redelivered";
+    const r = await this.#store(s, (x) =>
+      this.#rec.retry(x, next, dueAt, `${next.id}:rl${this.delivery.streamSeq}`),
+    );
+    if (isRefused(r)) return this.#retryRefused(policy, error, r);
+    return r === "stored" ? "retrying" : "redelivered";
+  }
+
+  /** The next attempt cannot be stored (nor its `retrying` record): give the task up, saying why. */
+  #retryRefused(policy: RetryPolicy, error: TaskError, r: Refused): Promise<Outcome> {
+    this.#logRefused(r, "retrying", "giving the task up");
+    const message = `${error.message} (its retry could not be stored: ${errorMessage(r.err)})`;
+    return this.#giveUp(policy, { code: error.code, message: truncate(message) });
   }
 
   async #cancelled(): Promise<Outcome> {
-    return this.#final("cancelled", {
+    this.#stop();
+    const s = this.#snapshot("cancelled", {
+      finishedAt: Date.now(),
       error: { code: ErrorCodes.cancelled, message: "cancelled on request" },
       task: this.#msg!,
     });
+    return this.#settled("cancelled", await this.#store(s, (x) => this.#rec.final(x), true));
   }
 
   async #paused(): Promise<Outcome> {
     this.#stop();
     const s = this.#snapshot("paused", { task: this.#msg! });
     delete s.workerId;
-    const ok = await this.#rec.final(s);
-    return ok ? "paused" : "redelivered";
+    // the task message stays: resume publishes it again
+    return this.#settled("paused", await this.#store(s, (x) => this.#rec.final(x)));
   }
 
   async #handBack(): Promise<Outcome> {
@@ -444,8 +496,48 @@ export class Execution {
     delete s.workerId;
     const task: TaskMessage = { ...this.#msg!, attempt: this.#base!.attempts };
     if (this.#checkpoint !== undefined) task.resumed = true;
-    await this.#rec.handBack(s, task);
+    const r = await this.#store(s, (x) => this.#rec.handBack(x, task));
+    if (isRefused(r)) {
+      // shutting down: let the server redeliver it to a worker that runs it to its own outcome
+      this.#logRefused(r, "queued", "leaving it to a redelivery");
+      this.delivery.nak(1000);
+    }
     return "redelivered";
+  }
+
+  /**
+   * Store `s` with `write`. When NATS refuses it for good, store it again without what the task can
+   * do without — progress and checkpoint, then (with `dropTask`) the copy of its task message — and
+   * return how the last try ended.
+   */
+  async #store(s: TaskState, write: (s: TaskState) => Promise<Settled>, dropTask = false): Promise<Settled> {
+    let r = await write(s);
+    for (const lighter of lighterRecords(s, dropTask)) {
+      if (!isRefused(r)) return r;
+      this.#logRefused(r, s.status, "storing a lighter record");
+      r = await write(lighter);
+    }
+    return r;
+  }
+
+  /**
+   * What a settled write means for the worker: `status` when stored. A write still refused after
+   * every lighter version ends the task here: its message is terminated, not redelivered, since a
+   * redelivery would fail the same way, forever.
+   */
+  #settled(status: Outcome, r: Settled): Outcome {
+    if (r === "stored") return status;
+    if (r === "redelivered") return "redelivered";
+    this.#logRefused(r, status, "no state can be stored for this task; work message terminated");
+    this.#rec.term();
+    return "skipped";
+  }
+
+  #logRefused(r: Refused, status: string, next: string): void {
+    this.#deps.log.error(
+      { err: r.err, failure: r.refused, taskId: this.#msg?.id, type: this.#msg?.type, status },
+      `NATS refused the ${status} record for good; ${next}`,
+    );
   }
 
   async #readState(id: string): Promise<TaskState | undefined> {
@@ -464,6 +556,32 @@ function toTaskError(err: unknown): TaskError {
   if (err instanceof Error)
     return { code: ErrorCodes.handlerFailed, message: truncate(err.message || err.name) };
   return { code: ErrorCodes.handlerFailed, message: truncate(String(err)) };
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Lighter versions of a record NATS refused, each dropping more: progress and checkpoint (a final
+ * record has no use for them; a paused or retried task starts over), then its copy of the task
+ * message (`dropTask`; a failed or cancelled task can then not be retried by hand).
+ */
+function lighterRecords(s: TaskState, dropTask: boolean): TaskState[] {
+  const out: TaskState[] = [];
+  let x = s;
+  if (x.checkpoint !== undefined || x.progress !== undefined) {
+    x = { ...x };
+    delete x.checkpoint;
+    delete x.progress;
+    out.push(x);
+  }
+  if (dropTask && x.task !== undefined) {
+    x = { ...x };
+    delete x.task;
+    out.push(x);
+  }
+  return out;
 }
 
 function truncate(s: string): string {

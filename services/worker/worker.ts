@@ -14,6 +14,7 @@ import type { WorkerRecord } from "../../shared/workers.ts";
 import type { Config } from "./config.ts";
 import { Execution, type Outcome } from "./execution.ts";
 import type { ExecutionObserver } from "./observer.ts";
+import { OutcomeNotices } from "./outcome-notices.ts";
 import type { RetryPolicy } from "./retry-policy.ts";
 import type { TaskDefinition } from "./sdk.ts";
 
@@ -88,12 +89,14 @@ export class Worker {
   /** Deadlines and delayed `running` writes of every running task (Execution.tick). */
   #sweep: NodeJS.Timeout | undefined;
   #noticeScheduled = false;
+  readonly #notices: OutcomeNotices;
   #idle: (() => void) | undefined;
   readonly #signals: SignalWatcher;
 
   constructor(deps: WorkerDeps) {
     this.#d = deps;
     this.#publisher = new AckedPublisher(deps.nc);
+    this.#notices = new OutcomeNotices(deps.nc, deps.names);
     this.#signals = new SignalWatcher(deps.signals, deps.log, (id, s) => this.#onSignal(id, s));
   }
 
@@ -192,6 +195,7 @@ export class Worker {
     for (const r of this.#runners.values()) r.puller.close();
     await this.#d.workers.delete(this.#d.config.workerId).catch(() => undefined);
     this.#signals.stop();
+    this.#notices.flush();
     this.#publisher.close();
     this.#state = "stopped";
     this.#d.log.info("worker stopped");
@@ -246,12 +250,8 @@ export class Worker {
     r.running.delete(e);
     r.finishing.delete(e);
     this.#d.onOutcome?.(r.def.type, outcome, e);
-    if (outcome !== "redelivered" && outcome !== "skipped" && e.id) {
-      this.#d.nc.publish(
-        this.#d.names.eventsSubject(r.def.type, outcome),
-        encoder.encode(JSON.stringify({ id: e.id, type: r.def.type, status: outcome, at: Date.now() })),
-      );
-    }
+    if (outcome !== "redelivered" && outcome !== "skipped" && e.id)
+      this.#notices.add(r.def.type, outcome, e.id);
     if (this.#state !== "running" && this.#runningCount() === 0) this.#idle?.();
   }
 

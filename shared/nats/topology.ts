@@ -50,6 +50,12 @@ export type Topology = {
   schedules: KV;
 };
 
+/**
+ * Largest message a stream accepts and largest value a bucket stores, bytes (2 MiB): a task's payload
+ * plus its envelope, a state record with its result. The services' limits are derived from it.
+ */
+export const MAX_MSG_BYTES = 2 * 1024 * 1024;
+
 /** How long dead tasks stay in the dead-letter stream (and their records in the state bucket), ms. */
 export const DEAD_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 /** How long a control signal (cancel, pause) waits for the task it names, ms. */
@@ -70,7 +76,7 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     num_replicas: o.replicas,
     discard: DiscardPolicy.Old,
     duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
-    max_msg_size: o.maxMsgBytes ?? 2 * 1024 * 1024,
+    max_msg_size: o.maxMsgBytes ?? MAX_MSG_BYTES,
   };
   const common: Partial<StreamConfig> = { ...base, retention: RetentionPolicy.Workqueue };
   // Tasks: written by enqueue (and direct producers), read by the dispatcher; a message leaves the
@@ -118,7 +124,7 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     history: 1,
     replicas: o.replicas,
     storage,
-    maxValueSize: o.maxMsgBytes ?? 2 * 1024 * 1024,
+    maxValueSize: o.maxMsgBytes ?? MAX_MSG_BYTES,
   });
   const workers = await ensureBucket(jsm, kvm, n.workersBucket, {
     history: 1,
