@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/root/.npm \
 # ---- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 
 COPY --chmod=0755 <<'EOF' /usr/local/bin/sluice-entrypoint
@@ -44,7 +45,13 @@ if [ -z "${METRICS_PORT:-}" ]; then
   export METRICS_PORT=9464
 fi
 # flags as in shared/node-flags.ts
-exec node --max-semi-space-size=8 "services/$svc/main.ts" "$@"
+case "$svc" in
+  enqueue) flags="--max-semi-space-size=8 --heap-growing-percent=30" ;;
+  dispatcher) flags="--max-semi-space-size=8" ;;
+  worker) flags="--max-semi-space-size=4" ;;
+esac
+# shellcheck disable=SC2086 # the flags are words
+exec node $flags "services/$svc/main.ts" "$@"
 EOF
 
 COPY <<'EOF' /usr/local/bin/sluice-healthcheck.mjs

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { SERVICE_NODE_FLAGS } from "../shared/node-flags.ts";
+import { SERVICE_ENV, type ServiceName, serviceNodeFlags } from "../shared/node-flags.ts";
 import { parseJsonLine } from "./pretty-log.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -43,14 +43,18 @@ export class Supervisor {
     this.#o = o;
   }
 
-  /** Start `services/<name>/main.ts` on this Node with exactly `env`. */
+  /** Start `services/<name>/main.ts` on this Node with `env` (over the services' defaults, SERVICE_ENV). */
   spawnService(name: string, env: Record<string, string>): Supervised {
-    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, `services/${name}/main.ts`], {
-      cwd: root,
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
+    const child = spawn(
+      process.execPath,
+      [...serviceNodeFlags(name as ServiceName), `services/${name}/main.ts`],
+      {
+        cwd: root,
+        env: { ...SERVICE_ENV, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      },
+    );
     return this.track(name, child);
   }
 

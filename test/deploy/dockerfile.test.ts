@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { freePort } from "../../shared/nats/local-server.ts";
-import { SERVICE_NODE_FLAGS } from "../../shared/node-flags.ts";
+import { type ServiceName, serviceNodeFlags } from "../../shared/node-flags.ts";
 import { dockerfile, dockerignoreAllows } from "./support/dockerfile.ts";
 import { repoRoot } from "./support/kustomize.ts";
 import { SERVICES } from "./support/service-env.ts";
@@ -131,17 +131,30 @@ describe("Dockerfile", () => {
         timeout: 5_000,
       });
     // the same Node flags as every other launcher (shared/node-flags.ts)
-    const flags = SERVICE_NODE_FLAGS.join(" ");
-    expect(run(["worker"]).stdout.trim()).toBe(`${flags} services/worker/main.ts|9464`);
+    const flags = (svc: ServiceName) => serviceNodeFlags(svc).join(" ");
+    expect(run(["worker"]).stdout.trim()).toBe(`${flags("worker")} services/worker/main.ts|9464`);
     expect(run([], { SLUICE_SERVICE: "enqueue" }).stdout.trim()).toBe(
-      `${flags} services/enqueue/main.ts|9464`,
+      `${flags("enqueue")} services/enqueue/main.ts|9464`,
     );
     expect(run(["dispatcher", "--x"], { SLUICE_SERVICE: "worker", METRICS_PORT: "9999" }).stdout.trim()).toBe(
-      `${flags} services/dispatcher/main.ts --x|9999`,
+      `${flags("dispatcher")} services/dispatcher/main.ts --x|9999`,
     );
     const bad = run(["workers"]);
     expect(bad.status).toBe(64);
     expect(bad.stderr).toMatch(/usage/);
+  });
+
+  it("npm run <service> starts each service with the same Node flags as the entrypoint", () => {
+    const scripts = (
+      JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as {
+        scripts: Record<string, string>;
+      }
+    ).scripts;
+    for (const svc of ["enqueue", "dispatcher", "worker"] as const) {
+      expect(scripts[svc]).toBe(
+        `MALLOC_ARENA_MAX=\${MALLOC_ARENA_MAX:-2} exec node ${serviceNodeFlags(svc).join(" ")} services/${svc}/main.ts`,
+      );
+    }
   });
 
   it("the health check asks the running service's /healthz and fails unless it answers 200", async () => {

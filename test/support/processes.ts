@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { SERVICE_NODE_FLAGS } from "../../shared/node-flags.ts";
+import { SERVICE_ENV, serviceNodeFlags } from "../../shared/node-flags.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -26,10 +26,10 @@ export function spawnService(
   name: "enqueue" | "dispatcher" | "worker",
   env: Record<string, string>,
 ): ServiceProcess {
-  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, `services/${name}/main.ts`], {
+  const child = spawn(process.execPath, [...serviceNodeFlags(name), `services/${name}/main.ts`], {
     cwd: root,
     // local mode like `npm start`: no API keys unless a test turns AUTH_ENABLED on (only enqueue reads it)
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", AUTH_ENABLED: "false", ...env },
+    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", AUTH_ENABLED: "false", ...SERVICE_ENV, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
