@@ -61,6 +61,8 @@ export function createWaiter(link: SessionSource, maxMs: number): TaskWaiter {
         return undefined; // NATS went away after the task was stored: it is still accepted (202)
       }
       waiting.add(feed);
+      // close() may have run while the watch was being opened: it could not stop this one
+      if (closed) feed.stop();
       const timer = setTimeout(() => feed.stop(), ms);
       const onAbort = () => feed.stop();
       signal?.addEventListener("abort", onAbort, { once: true });

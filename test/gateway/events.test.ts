@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TaskState } from "../../shared/task.ts";
 import { type Harness, postTask, startHarness } from "../enqueue/harness.ts";
-import { advance, openEvents, stateOf } from "./support.ts";
+import { advance, openEvents, type SseEvent, stateOf } from "./support.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -29,19 +29,21 @@ describe("gateway events - one task over SSE", () => {
     expect(first).toMatchObject({ id: String(queuedRev), event: "queued" });
     expect(JSON.parse(first.data)).toMatchObject({ id, status: "queued", type: "sse.one" });
 
+    // each write is read before the next: with one revision kept per task, a write superseded before
+    // the watch reads it is passed over (see the next test)
     const r1 = await advance(h, id, { status: "running", startedAt: Date.now(), attempts: 1 });
+    const running = await es.next();
+    expect(running).toMatchObject({ id: String(r1), event: "running" });
     const r2 = await advance(h, id, { progress: { percent: 40, message: "halfway-ish" } });
+    const progress = await es.next();
+    expect(progress.id).toBe(String(r2));
+    expect(JSON.parse(progress.data).progress).toEqual({ percent: 40, message: "halfway-ish" });
     const r3 = await advance(h, id, {
       status: "completed",
       finishedAt: Date.now(),
       result: { ok: true },
       task: { id, type: "sse.one", priority: "normal", payload: { secret: 1 }, enqueuedAt: 0 },
     });
-    const running = await es.next();
-    expect(running).toMatchObject({ id: String(r1), event: "running" });
-    const progress = await es.next();
-    expect(progress.id).toBe(String(r2));
-    expect(JSON.parse(progress.data).progress).toEqual({ percent: 40, message: "halfway-ish" });
     const done = await es.next();
     expect(done).toMatchObject({ id: String(r3), event: "completed" });
     const final = JSON.parse(done.data) as TaskState;
@@ -49,6 +51,29 @@ describe("gateway events - one task over SSE", () => {
     // the stored task message stays internal
     expect(final.task).toBeUndefined();
     await es.ended;
+  });
+
+  it("sends writes in order and always ends with the final one, however fast they come", async () => {
+    const id = await enqueue("sse.burst");
+    const { revision: queuedRev } = await stateOf(h, id);
+    const es = await openEvents(`${h.url}/v1/tasks/${id}/events`);
+    expect(await es.next()).toMatchObject({ id: String(queuedRev), event: "queued" });
+    const written: number[] = [];
+    written.push(await advance(h, id, { status: "running", startedAt: Date.now(), attempts: 1 }));
+    for (let p = 1; p <= 20; p++) written.push(await advance(h, id, { progress: { percent: p * 5 } }));
+    written.push(await advance(h, id, { status: "completed", finishedAt: Date.now(), result: 1 }));
+    await es.ended;
+    const seen: SseEvent[] = [];
+    for (;;) {
+      const e = await es.next(50).catch(() => undefined);
+      if (!e) break;
+      seen.push(e);
+    }
+    // a subsequence of what was written, in order, ending with the final state
+    const ids = seen.map((e) => Number(e.id));
+    expect(ids.every((r) => written.includes(r))).toBe(true);
+    expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+    expect(seen.at(-1)).toMatchObject({ id: String(written.at(-1)), event: "completed" });
   });
 
   it("resumes after Last-Event-ID with only what came later", async () => {
@@ -163,8 +188,11 @@ describe("gateway events - WebSocket", () => {
   it("carries the same events for one task and closes normally after the final status", async () => {
     const id = await enqueue("ws.one");
     const c = await connect(`task=${id}`);
-    // the server's watch is open before the upgrade completes: writes right after open are not missed
+    // the server's watch is open before the upgrade completes; each write is read before the next, as
+    // a write replaced before the watch reads it is passed over (one revision kept per task)
+    await expect.poll(() => c.messages.length).toBe(1);
     const r1 = await advance(h, id, { status: "running" });
+    await expect.poll(() => c.messages.length).toBe(2);
     const r2 = await advance(h, id, { status: "completed", result: "done" });
     expect(await c.closed).toBe(1000);
     const events = c.messages as { id: string; event: string; data: TaskState }[];

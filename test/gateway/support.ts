@@ -104,11 +104,16 @@ export async function openEvents(
       const e = queue.shift();
       if (e) return Promise.resolve(e);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no event within ${timeoutMs} ms`)), timeoutMs);
-        waiters.push((ev) => {
+        const waiter = (ev: SseEvent) => {
           clearTimeout(t);
           resolve(ev);
-        });
+        };
+        // a waiter that gave up must not swallow the next event
+        const t = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          reject(new Error(`no event within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.push(waiter);
       });
     },
   };

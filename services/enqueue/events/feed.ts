@@ -8,9 +8,11 @@ import { isFinal, type TaskState } from "../../../shared/task.ts";
  * only outcomes, so they are not used here.
  *
  * No gap between a read and a subscription: a task watch starts with the record's current value and
- * continues with every later write, so a client that GETs and then subscribes sees at least the state
- * it read. Intermediate states superseded before anyone watched are gone (the bucket keeps one
- * revision per task); a resumed stream gets the latest state, not each one it missed.
+ * continues with the later writes, so a client that GETs and then subscribes sees at least the state
+ * it read. The bucket keeps one revision per task, so a write already replaced when the server's
+ * consumer gets to it is passed over (a progress write right before the result, say): events arrive
+ * in order, never repeat, and the last write is always among them, since nothing replaces a final
+ * state. A resumed stream likewise gets the latest state, not each one it missed.
  */
 
 /** One change of a task's state record. */
