@@ -89,6 +89,13 @@ export class RecurringScheduler {
   async #run({ rec, revision }: Held, now: number): Promise<void> {
     try {
       const { fire, next } = dueTicks(rec, now);
+      // The watch can lag a pause, an edit or a delete the gateway already answered for; the
+      // compare-and-set below would notice only after the tick's task is enqueued. One read first makes
+      // a change effective for every tick not already under way when it was stored.
+      if (fire.length > 0) {
+        const cur = await this.#d.schedules.get(rec.name);
+        if (!cur || cur.operation !== "PUT" || cur.revision !== revision) return;
+      }
       const upd: ScheduleRecord = { ...rec, updatedAt: Date.now() };
       for (const tick of fire) {
         if (!this.#running) return;
