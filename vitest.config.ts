@@ -1,7 +1,9 @@
 import { defineConfig } from "vitest/config";
 
 // Suites spawn real nats-servers and service processes; on a 2-core machine two files at a time keeps
-// timing-sensitive tests honest.
+// timing-sensitive tests honest. `npm test` runs the 3-node cluster failover test on its own afterwards:
+// beside another heavy file on a starved CPU, the streams whose leader it kills sometimes answered "no
+// responders" for over a minute (nats-server 2.9 electing new leaders), and the test timed out.
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],

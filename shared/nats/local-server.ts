@@ -57,6 +57,8 @@ export type LocalServerOptions = {
   httpPort?: number;
   /** Inherit stdio, discard it, or pipe it (the caller must then read `process.stdout`/`stderr`). */
   stdio?: "inherit" | "ignore" | "pipe";
+  /** Write the server's log to this file (appended across restarts), for tests that explain failures. */
+  logFile?: string;
   /**
    * Run in its own process group, so a terminal's Ctrl-C reaches only the supervisor (npm start), which
    * stops the server after the services drained rather than under them.
@@ -130,6 +132,7 @@ function serverConfig(o: LocalServerOptions & { port: number }): string {
   ];
   if (o.name) lines.push(`server_name: ${JSON.stringify(o.name)}`);
   if (o.httpPort) lines.push(`http: "127.0.0.1:${o.httpPort}"`);
+  if (o.logFile) lines.push(`log_file: ${JSON.stringify(o.logFile)}`);
   if (o.cluster) {
     const routes = o.cluster.routes.map((p) => JSON.stringify(`nats://127.0.0.1:${p}`)).join(", ");
     lines.push(

@@ -16,6 +16,7 @@ async function startCluster(dir: string): Promise<LocalServer[]> {
       startNatsServer({
         storeDir: join(dir, `n${i + 1}`),
         name: `n${i + 1}`,
+        logFile: join(dir, `n${i + 1}.log`),
         cluster: { name: "sluice-test", port, routes: clusterPorts.filter((p) => p !== port) },
       }),
     ),
@@ -154,10 +155,24 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
           JSON.stringify(
             p.logs
               .filter((l) => (l.level as number) >= 40)
-              .map((l) => l.msg)
+              .map((l) => `${l.msg}${l.err ? ` (${JSON.stringify(l.err).slice(0, 300)})` : ""}`)
               .slice(-8),
           ),
         );
+      try {
+        for await (const si of jsm.streams.list()) {
+          const c = si.cluster;
+          const reps = (c?.replicas ?? []).map((r) => `${r.name}${r.current ? "" : " (behind)"}`).join(", ");
+          console.log(si.config.name, "leader", c?.leader ?? "none", "replicas", reps);
+        }
+      } catch (err) {
+        console.log("streams not listed", String(err));
+      }
+      for (let i = 0; i < servers.length; i++) {
+        const lines = readFileSync(join(dir, `n${i + 1}.log`), "utf8").split("\n");
+        const notable = lines.filter((l) => /\[(WRN|ERR)\]|leader|election|[Cc]atchup/.test(l));
+        console.log(`n${i + 1} log (last notable lines)\n${notable.slice(-25).join("\n")}`);
+      }
       const acct = procs[1]!.logs.filter((l) => l.msg === "dispatch accounting");
       console.log("accounting", JSON.stringify(acct.slice(-3)));
       console.log(
@@ -171,7 +186,8 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
       );
     };
     if (process.env.DEBUG_CLUSTER) setTimeout(() => void dump(), 40_000).unref();
-    const states = await waitFor(
+    // what a CI log needs to tell a stall from a loss if this ever times out
+    const states = await waitForOrDump(
       async () => {
         const all = await Promise.all(
           accepted.map(async (id) => {
@@ -183,6 +199,7 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
       },
       60_000,
       500,
+      dump,
     );
     expect(states).toHaveLength(1500);
     step("all completed");
@@ -211,3 +228,18 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
     console.log(`cluster test: ${refused} refusals retried during the failover`);
   });
 });
+
+/** waitFor, running `dump` before the timeout is thrown. */
+async function waitForOrDump<T>(
+  fn: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs: number,
+  dump: () => Promise<void>,
+): Promise<T> {
+  try {
+    return await waitFor(fn, timeoutMs, intervalMs);
+  } catch (err) {
+    await dump().catch((e: unknown) => console.log("dump failed", e));
+    throw err;
+  }
+}
