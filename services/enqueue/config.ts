@@ -8,6 +8,7 @@ import {
   envInt,
   parseEnv,
 } from "../../shared/config.ts";
+import { MAX_MSG_BYTES } from "../../shared/nats/topology.ts";
 import { otelEnv, type TracingConfig, tracingConfig } from "../../shared/telemetry/otel-env.ts";
 import { type AppwriteWebhook, parseAppwriteWebhooks } from "./appwrite/config.ts";
 import { type ApiKey, parseApiKeys } from "./auth/keys.ts";
@@ -27,7 +28,7 @@ export const ENVELOPE_BYTES = 64 * 1024;
  * The largest payload the streams can carry: their `max_msg_size` (2 MiB, shared/nats/topology.ts)
  * minus the envelope. A larger limit would accept tasks the stream then refuses.
  */
-export const MAX_PAYLOAD_LIMIT_BYTES = 2 * 1024 * 1024 - ENVELOPE_BYTES;
+export const MAX_PAYLOAD_LIMIT_BYTES = MAX_MSG_BYTES - ENVELOPE_BYTES;
 
 /** Paths answered without an API key unless AUTH_EXEMPT_PATHS says otherwise. */
 export const DEFAULT_AUTH_EXEMPT = "/healthz,/readyz,/metrics,/openapi.json,/docs";

@@ -4,6 +4,7 @@ import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import { enqueueBatch } from "./batch.ts";
 import type { Gateway } from "./gateway.ts";
+import { parseJsonBody } from "./json-body.ts";
 import type { SessionSource } from "./link.ts";
 import { listTasks, parseListQuery } from "./list.ts";
 import { ENQUEUE_QUEUE, toErrorReply } from "./nats-api.ts";
@@ -70,16 +71,9 @@ export function startGatewayApi(nc: NatsConnection, d: GatewayApiDeps): { stop()
   };
 }
 
-const decoder = new TextDecoder();
-
 function parseBody(data: Uint8Array): Record<string, unknown> {
   if (data.length === 0) return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(decoder.decode(data));
-  } catch {
-    throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-  }
+  const v = parseJsonBody(data);
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new ValidationError(ErrorCodes.invalidRequest, "body must be a JSON object");
   }

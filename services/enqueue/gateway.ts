@@ -139,6 +139,10 @@ export class Gateway {
         headers,
       });
       const created = createState(s, names, initialState(msg));
+      // Its refusal can come first (no KV leader during a failover answers 503 at once while the task
+      // message waits for its stream's new leader): observed here, before anything awaits it, or
+      // Node takes it for an unhandled rejection and the process dies. Awaited below as usual.
+      created.catch(() => undefined);
       let ack: PubAck;
       try {
         ack = await stored;

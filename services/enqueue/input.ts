@@ -1,19 +1,13 @@
 import type { z } from "zod";
 import { ErrorCodes, PayloadTooLargeError, ValidationError } from "../../shared/errors.ts";
 import { PRIORITIES } from "../../shared/priority.ts";
-import { readCommonTaskInput, TaskInput } from "../../shared/task.ts";
+import { depthExceeds, MAX_DEPTH, readCommonTaskInput, TaskInput } from "../../shared/task.ts";
 
 /** Validated enqueue input, priority already mapped to its name. */
 export type ValidInput = z.output<typeof TaskInput>;
 
 /** One validation problem as reported to callers: where, and what is wrong. */
 export type FieldIssue = { path: string; message: string };
-
-/**
- * Deepest nesting accepted in a request body. Validation, serialization and every worker's parser
- * recurse; a body of a million `[` would otherwise overflow a stack instead of getting a 400.
- */
-export const MAX_DEPTH = 256;
 
 /** At most this many issues are reported: a body of 10,000 unknown keys should not echo them all. */
 const MAX_ISSUES = 20;
@@ -71,18 +65,4 @@ function toFieldIssue(i: z.core.$ZodIssue): FieldIssue {
 
 function short(key: string): string {
   return key.length > 64 ? `${key.slice(0, 64)}…` : key;
-}
-
-/** True when `v` nests arrays/objects deeper than `max`; iterative so it cannot overflow itself. */
-export function depthExceeds(v: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[v, 0]];
-  while (stack.length > 0) {
-    const [x, d] = stack.pop()!;
-    if (x === null || typeof x !== "object") continue;
-    if (d >= max) return true;
-    for (const c of Array.isArray(x) ? x : Object.values(x)) {
-      if (c !== null && typeof c === "object") stack.push([c, d + 1]);
-    }
-  }
-  return false;
 }

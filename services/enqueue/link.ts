@@ -164,7 +164,8 @@ export class NatsLink implements SessionSource {
       if (!this.#session) {
         const topo = await ensureTopology(nc, names, { replicas: cfg.replicas, storage: cfg.storage });
         if (this.#closed) return;
-        const pub = new AckedPublisher(nc, { timeoutMs: this.#o.publishTimeoutMs ?? 5_000 });
+        // coalesce: HTTP requests arrive on many sockets; their writes share one socket write per tick
+        const pub = new AckedPublisher(nc, { timeoutMs: this.#o.publishTimeoutMs ?? 5_000, coalesce: true });
         this.#session = {
           nc,
           pub,

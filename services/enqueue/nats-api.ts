@@ -1,8 +1,9 @@
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { ErrorCodes, isSluiceError, ValidationError } from "../../shared/errors.ts";
+import { ErrorCodes, isSluiceError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { Gateway } from "./gateway.ts";
+import { parseJsonBody } from "./json-body.ts";
 import { recordRejected } from "./metrics.ts";
 
 /** Queue group of the enqueue request subscription: each request goes to one enqueue replica. */
@@ -10,9 +11,6 @@ export const ENQUEUE_QUEUE = "enqueue";
 
 /** The error reply of the NATS API, with the same codes as the HTTP problems. */
 export type ErrorReply = { error: { status: number; code: string; message: string; errors?: unknown } };
-
-// fatal: a body that is not UTF-8 is not JSON; decoding it to U+FFFD would store what the caller never sent
-const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A running NATS API. */
 export type NatsApi = {
@@ -46,7 +44,7 @@ export function startNatsApi(
   async function handle(m: Msg): Promise<void> {
     let reply: unknown;
     try {
-      reply = await gateway.enqueue(parseBody(m.data), { transport: "nats", trace: m.headers });
+      reply = await gateway.enqueue(parseJsonBody(m.data), { transport: "nats", trace: m.headers });
     } catch (err) {
       reply = toErrorReply(err);
       recordRejected((reply as ErrorReply).error.code);
@@ -68,14 +66,6 @@ export function startNatsApi(
       await Promise.all(inFlight);
     },
   };
-}
-
-function parseBody(data: Uint8Array): unknown {
-  try {
-    return JSON.parse(decoder.decode(data));
-  } catch {
-    throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-  }
 }
 
 /** The `{error}` reply for a failure; unexpected errors say nothing internal. */

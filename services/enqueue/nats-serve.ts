@@ -1,6 +1,6 @@
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { ErrorCodes, ValidationError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { parseJsonBody } from "./json-body.ts";
 import { ENQUEUE_QUEUE, toErrorReply } from "./nats-api.ts";
 
 /** A control request handler: the parsed JSON body in, the reply body out (or a thrown typed error). */
@@ -44,10 +44,5 @@ export function serveRequests(
 }
 
 function parseBody(data: Uint8Array): unknown {
-  if (data.length === 0) return undefined;
-  try {
-    return JSON.parse(new TextDecoder().decode(data));
-  } catch {
-    throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-  }
+  return data.length === 0 ? undefined : parseJsonBody(data);
 }

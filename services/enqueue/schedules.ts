@@ -20,7 +20,7 @@ import {
   type ScheduleRecord,
   tickAfter,
 } from "../../shared/schedule.ts";
-import { depthExceeds, MAX_DEPTH } from "./input.ts";
+import { depthExceeds, MAX_DEPTH } from "../../shared/task.ts";
 import type { SessionSource } from "./link.ts";
 
 const CAS_TRIES = 5;

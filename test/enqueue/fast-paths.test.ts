@@ -1,4 +1,6 @@
+import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
+import { parseJsonBody } from "../../services/enqueue/json-body.ts";
 import { DirectTaskBody, readCommonTaskInput, readDirectTaskBody, TaskInput } from "../../shared/task.ts";
 
 /**
@@ -66,5 +68,81 @@ describe("zod-free readers", () => {
       expect(fast).toEqual(z.data);
     }
     expect(accepted).toBeGreaterThan(50);
+  });
+});
+
+describe("NATS body parser", () => {
+  // Keys around the two forbidden ones, plain and with \u escapes (any character of a JSON key may be one).
+  const keys = [
+    "__proto__",
+    "\\u005f_proto__",
+    "__pr\\u006Fto__",
+    "\\u005F\\u005Fproto\\u005f_",
+    "constructor",
+    "\\u0063onstructor",
+    "construct\\u006fr",
+    "prototype",
+    "prototyp\\u0065",
+    "__proto",
+    "proto__",
+    "_proto_",
+    "__PROTO__",
+    "Constructor",
+    "constructors",
+    "a",
+  ];
+  const spaces = ["", " ", "\n\t "];
+  const leaves = ['"__proto__"', '"constructor"', "null", "1", '"x"', "[]", "{}"];
+
+  /** A JSON text of nested objects and arrays whose keys and values are drawn from the pools by `seed`. */
+  function text(seed: number): string {
+    let x = seed * 2654435761;
+    const next = (n: number) => {
+      x = (x * 1103515245 + 12345) >>> 0;
+      return (x >>> 8) % n;
+    };
+    const value = (depth: number): string => {
+      const r = next(depth > 3 ? 3 : 6);
+      if (r < 3) return pick(leaves, next(leaves.length));
+      if (r === 3) return `[${Array.from({ length: next(3) }, () => value(depth + 1)).join(",")}]`;
+      const fields = Array.from(
+        { length: 1 + next(3) },
+        () => `"${pick(keys, next(keys.length))}"${pick(spaces, next(3))}:${value(depth + 1)}`,
+      );
+      return `{${fields.join(",")}}`;
+    };
+    const body = `{"type":"noop","payload":${value(0)}}`;
+    return next(20) === 0 ? `\ufeff${body}` : body;
+  }
+
+  it("refuses exactly the bodies fastify's JSON parser refuses, and parses the rest alike", () => {
+    const fastify = Fastify().getDefaultJsonParser("error", "error");
+    let refused = 0;
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      const t = text(i);
+      // the parser answers synchronously
+      const parsed: { http?: { ok: true; value: unknown } | { ok: false } } = {};
+      fastify({} as never, t, (err, value) => {
+        parsed.http = err ? { ok: false } : { ok: true, value };
+      });
+      const http = parsed.http!;
+      let nats: { ok: true; value: unknown } | { ok: false; code: string };
+      try {
+        nats = { ok: true, value: parseJsonBody(Buffer.from(t)) };
+      } catch (err) {
+        nats = { ok: false, code: (err as { code: string }).code };
+      }
+      expect(nats.ok, t).toBe(http.ok);
+      if (nats.ok && http.ok) {
+        expect(nats.value, t).toEqual(http.value);
+        accepted++;
+      } else {
+        expect(nats, t).toEqual({ ok: false, code: "invalid_json" });
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(500);
+    expect(accepted).toBeGreaterThan(500);
   });
 });

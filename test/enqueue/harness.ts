@@ -5,9 +5,11 @@ import { loadConfig } from "../../services/enqueue/config.ts";
 import { createEnqueueService, type EnqueueService } from "../../services/enqueue/service.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { names as buildNames, type Names } from "../../shared/names.ts";
+import { connectedProbe } from "../../shared/nats/connection.ts";
 import type { LocalServer } from "../../shared/nats/local-server.ts";
 import type { TaskMessage } from "../../shared/task.ts";
 import { startTestNats, type TestNats } from "../support/nats.ts";
+import { waitFor } from "../support/processes.ts";
 
 /** Payload limit the suites run with: small, so over-limit bodies stay cheap. */
 export const TEST_MAX_PAYLOAD_BYTES = 4096;
@@ -30,9 +32,12 @@ export type Harness = {
   stateCount(): Promise<number>;
   /** The last task message stored on a subject, or undefined. */
   lastTask(subject: string): Promise<{ msg: TaskMessage; msgId: string | undefined } | undefined>;
-  /** Stop the nats-server (an outage); the store is kept. */
+  /** Stop the nats-server (an outage); the store is kept. Resolves once the observer saw it go. */
   stopNats(): Promise<void>;
-  /** Start it again on the same port and store. */
+  /**
+   * Start it again on the same port and store; resolves once the observer connection (`nc`, `jsm`,
+   * `kv`) is back. The service reconnects on its own schedule: wait for its readiness separately.
+   */
   restartNats(): Promise<void>;
   cleanup(): Promise<void>;
 };
@@ -57,6 +62,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   const jsm = await jetstreamManager(nc);
   const names = buildNames(cfg.prefix);
   const kv = await new Kvm(nc).open(names.stateBucket);
+  const observerUp = connectedProbe(nc);
   let server: LocalServer = nats;
   return {
     nats,
@@ -73,9 +79,18 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       if (!sm) return undefined;
       return { msg: sm.json<TaskMessage>(), msgId: sm.header?.get("Nats-Msg-Id") || undefined };
     },
-    stopNats: () => server.stop(),
+    async stopNats() {
+      await server.stop();
+      // else restartNats() could take the observer's not yet updated "up" for its reconnect
+      await waitFor(() => !observerUp(), 5_000, 10);
+    },
     async restartNats() {
       server = await server.restart();
+      // The service being ready again says nothing about this connection, which redials on its own
+      // timer. And nats.js drops what a disconnected client sends (each dial resets its outbound
+      // buffer), so an observer request made before its reconnect never reaches the server: the
+      // caller gets a TimeoutError 5 s later. Hence: back only once the observer is.
+      await waitFor(() => observerUp(), 15_000, 10);
     },
     async cleanup() {
       await service.stop();

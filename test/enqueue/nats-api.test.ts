@@ -17,11 +17,28 @@ type Reply = {
   error?: { status: number; code: string; message: string; errors?: unknown };
 };
 
-async function request(body: unknown): Promise<Reply> {
-  const data = typeof body === "string" ? body : JSON.stringify(body);
-  const m = await h.nc.request(h.names.enqueueSubject, data, { timeout: 5000 });
+async function request(body: unknown, subject: string = h.names.enqueueSubject): Promise<Reply> {
+  const data = typeof body !== "string" ? JSON.stringify(body) : body.includes("\xff") ? latin1(body) : body;
+  const m = await h.nc.request(subject, data, { timeout: 5000 });
   return m.json<Reply>();
 }
+
+/** The bytes of a string whose characters are all below 256: "\xff" stays the byte 0xFF (not UTF-8). */
+const latin1 = (s: string) => new Uint8Array(Buffer.from(s, "latin1"));
+
+/**
+ * Bodies HTTP refuses with 400 invalid_json (fastify's prototype-poisoning guard): a `__proto__` key, or
+ * a `constructor` object with a `prototype` key, at the top, in the payload, in an array, or with the
+ * key spelled with \u escapes.
+ */
+const PROTO_BODIES = [
+  '{"type":"ok","__proto__":{"x":1}}',
+  '{"type":"ok","payload":{"a":{"__proto__":{"admin":true}}}}',
+  '{"type":"ok","payload":[1,{"__proto__" : null}]}',
+  '{"type":"ok","payload":{"\\u005f_proto__":{}}}',
+  '{"type":"ok","payload":{"constructor":{"prototype":{"x":1}}}}',
+  '{"type":"ok","payload":{"a":[{"\\u0063onstructor":{"prototyp\\u0065":1}}]}}',
+];
 
 describe("enqueue nats api - request/reply", () => {
   it("enqueues a task and replies with its id and status", async () => {
@@ -63,6 +80,13 @@ describe("enqueue nats api - request/reply", () => {
       status: 413,
       code: "payload_too_large",
     },
+    { name: "invalid UTF-8", body: '{"type":"ok","payload":"\xff"}', status: 400, code: "invalid_json" },
+    ...PROTO_BODIES.map((body, i) => ({
+      name: `prototype key #${i + 1}`,
+      body,
+      status: 400,
+      code: "invalid_json",
+    })),
   ])("replies {error} with $code for $name and stores nothing", async ({ body, status, code }) => {
     const tasks = await h.tasksCount();
     const states = await h.stateCount();
@@ -72,5 +96,78 @@ describe("enqueue nats api - request/reply", () => {
     expect(typeof r.error?.message).toBe("string");
     expect(await h.tasksCount()).toBe(tasks);
     expect(await h.stateCount()).toBe(states);
+  });
+});
+
+describe("enqueue nats api - prototype keys", () => {
+  const SAFE = [
+    '{"type":"ok","payload":{"constructor":"x","proto":1,"__proto":2,"prototype":{}}}',
+    '{"type":"ok","payload":{"constructor":{"name":"y"},"s":"\\"__proto__\\": 1"}}',
+  ];
+
+  const postRaw = (body: string) =>
+    h.service.app.inject({
+      method: "POST",
+      url: "/v1/tasks",
+      headers: { "content-type": "application/json" },
+      payload: body,
+    });
+
+  it("refuses them as HTTP does, with the same status and code", async () => {
+    for (const body of PROTO_BODIES) {
+      const http = await postRaw(body);
+      expect(http.statusCode, body).toBe(400);
+      const nats = await request(body);
+      expect(nats.error, body).toMatchObject({ status: 400, code: http.json().code });
+    }
+  });
+
+  it("accepts the same look-alikes HTTP accepts", async () => {
+    for (const body of SAFE) {
+      const http = await postRaw(body);
+      expect(http.statusCode, body).toBe(202);
+      const nats = await request(body);
+      expect(nats.status, body).toBe("queued");
+      const stored = await h.kv.get(nats.id!);
+      expect(stored, body).toBeTruthy();
+    }
+  });
+
+  it("refuses them in a batch, and writes none of its tasks", async () => {
+    const tasks = await h.tasksCount();
+    const states = await h.stateCount();
+    const body = `{"tasks":[{"type":"ok","payload":1},${PROTO_BODIES[1]}]}`;
+    const r = await request(body, h.names.apiSubject("tasks", "batch"));
+    expect(r.error).toMatchObject({ status: 400, code: "invalid_json" });
+    const http = await h.service.app.inject({
+      method: "POST",
+      url: "/v1/tasks:batch",
+      headers: { "content-type": "application/json" },
+      payload: body,
+    });
+    expect(http.statusCode).toBe(400);
+    expect(http.json().code).toBe("invalid_json");
+    expect(await h.tasksCount()).toBe(tasks);
+    expect(await h.stateCount()).toBe(states);
+  });
+
+  it("refuses them on the schedule and queue APIs, which change nothing", async () => {
+    const create = await request(
+      '{"name":"proto-sched","every":"1h","task":{"type":"ok","payload":{"__proto__":{"x":1}}}}',
+      h.names.apiSubject("schedules", "create"),
+    );
+    expect(create.error).toMatchObject({ status: 400, code: "invalid_json" });
+    const got = await request({ name: "proto-sched" }, h.names.apiSubject("schedules", "get"));
+    expect(got.error).toMatchObject({ status: 404 });
+
+    const patch = await request(
+      '{"type":"proto.q","constructor":{"prototype":{"paused":true}}}',
+      h.names.apiSubject("queues", "patch"),
+    );
+    expect(patch.error).toMatchObject({ status: 400, code: "invalid_json" });
+    const q = (await request({ type: "proto.q" }, h.names.apiSubject("queues", "get"))) as Reply & {
+      config?: { paused?: boolean };
+    };
+    expect(q.config?.paused).not.toBe(true);
   });
 });

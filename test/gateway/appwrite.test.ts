@@ -174,6 +174,43 @@ describe("appwrite webhooks - POST /v1/appwrite/webhooks/:name", () => {
     const text = "not json";
     expect((await deliver(text, sign(hookUrl, text))).status).toBe(400);
   });
+  it("refuses a signed body with a __proto__ or constructor.prototype key, or not UTF-8, as 400 invalid_json, storing nothing", async () => {
+    const tasks = await h.tasksCount();
+    const states = await h.stateCount();
+    for (const body of [
+      '{"$id":"p1","__proto__":{"admin":true}}',
+      '{"$id":"p2","\\u005f_proto__":{"admin":true}}',
+      '{"$id":"p3","data":[{"constructor":{"prototype":{"admin":true}}}]}',
+    ]) {
+      const res = await deliver(body, sign(hookUrl, body));
+      expect(res.status, body).toBe(400);
+      expect(res.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+      expect(((await res.json()) as { code: string }).code, body).toBe("invalid_json");
+    }
+    // invalid UTF-8 inside a string: refused, not stored with U+FFFD in its place
+    const bytes = Buffer.concat([
+      Buffer.from('{"$id":"p4","name":"'),
+      Buffer.from([0xff]),
+      Buffer.from('"}'),
+    ]);
+    const signature = createHmac("sha1", SECRET).update(hookUrl).update(bytes).digest("base64");
+    const notUtf8 = await fetch(`${h.url}/v1/appwrite/webhooks/mistakes`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "x-appwrite-webhook-events": events,
+        "x-appwrite-webhook-signature": signature,
+      },
+      body: bytes,
+    });
+    expect(notUtf8.status).toBe(400);
+    expect(((await notUtf8.json()) as { code: string }).code).toBe("invalid_json");
+    expect(await h.tasksCount()).toBe(tasks);
+    expect(await h.stateCount()).toBe(states);
+    // a plain `constructor` field is data, as fastify's parser has it
+    const plain = '{"$id":"p5","constructor":"Ann"}';
+    expect((await deliver(plain, sign(hookUrl, plain))).status).toBe(202);
+  });
 });
 
 describe("appwrite webhooks - configuration", () => {

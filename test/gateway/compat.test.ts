@@ -162,9 +162,12 @@ describe("compatibility - stats and worker types", () => {
       types: { mistake_analyzer: { slots: 100, busy: 2 }, "doc.chunk": { slots: 8, busy: 1 } },
     };
     await kv.put(w.id, JSON.stringify(w));
-    // outcomes as workers announce them (best-effort notices on <prefix>.events.<status>.<type>)
+    // outcomes as workers announce them (best-effort notices on <prefix>.events.<status>.<type>): a
+    // batch standing for three tasks, as workers send now, and per-task notices of older workers
+    const batch = { type: "mistake_analyzer", status: "completed", n: 3, ids: ["a", "b", "c"], at: now };
+    h.nc.publish("sluice.events.completed.mistake_analyzer", JSON.stringify(batch));
     for (const [status, n] of [
-      ["completed", 5],
+      ["completed", 2],
       ["failed", 2],
       ["timed_out", 1],
       ["dead", 1],

@@ -65,6 +65,37 @@ describe("pipeline - enqueue to completion", () => {
     }
   });
 
+  it("announces outcomes in batches on <prefix>.events.<status>.<type>, one notice for many tasks", async () => {
+    const nc = await connect({ servers: stack.nats.url });
+    try {
+      const seen: { n: number; ids: string[]; type: string; status: string }[] = [];
+      const sub = nc.subscribe("sluice.events.completed.noop", {
+        callback: (_e, m) => {
+          seen.push(m.json());
+        },
+      });
+      await nc.flush();
+      const ids: string[] = [];
+      for (let i = 0; i < 20; i++)
+        ids.push((await stack.post({ type: "noop", payload: i })).body.id as string);
+      for (const id of ids) await stack.waitForStatus(id, ["completed"]);
+      // notices of earlier tests' tasks may still arrive (each waits up to 100 ms): look at ours only
+      const mine = new Set(ids);
+      const ours = () => seen.filter((b) => b.ids.some((id) => mine.has(id)));
+      await waitFor(
+        () => new Set(ours().flatMap((b) => b.ids.filter((id) => mine.has(id)))).size >= 20 || undefined,
+        5_000,
+      );
+      sub.unsubscribe();
+      for (const id of ids) expect(ours().some((b) => b.ids.includes(id))).toBe(true);
+      for (const b of seen) expect(b).toMatchObject({ type: "noop", status: "completed", n: b.ids.length });
+      // 20 tasks finishing within a few ms of each other share notices
+      expect(ours().length).toBeLessThan(20);
+    } finally {
+      await nc.close();
+    }
+  });
+
   it("chunks a document with overlap and reports progress", async () => {
     const text = Array.from({ length: 60 }, (_, i) => `Paragraph ${i} has some words in it.`).join("\n\n");
     const r = await stack.post({ type: "doc.chunk", payload: { text, chunkSize: 200, chunkOverlap: 40 } });

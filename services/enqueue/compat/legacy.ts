@@ -1,8 +1,14 @@
 import { z } from "zod";
 import { ErrorCodes, ValidationError } from "../../../shared/errors.ts";
 import { priorityFromLegacy } from "../../../shared/priority.ts";
-import { type TaskInput, type TaskState, type TaskStatus, TaskType } from "../../../shared/task.ts";
-import { depthExceeds, MAX_DEPTH } from "../input.ts";
+import {
+  depthExceeds,
+  MAX_DEPTH,
+  type TaskInput,
+  type TaskState,
+  type TaskStatus,
+  TaskType,
+} from "../../../shared/task.ts";
 
 /**
  * The API the predecessor (a FastAPI worker) offered, which existing callers still use:

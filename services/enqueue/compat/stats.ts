@@ -1,5 +1,6 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Names } from "../../../shared/names.ts";
+import { noticeCount } from "../../../shared/outcome-notice.ts";
 import type { Session } from "../link.ts";
 import { readWorkers } from "../workers.ts";
 
@@ -20,7 +21,16 @@ export type OutcomeCounts = {
   dead: number;
 };
 
-/** Counts the workers' outcome notices; one core subscription, no parsing (the status is in the subject). */
+/** The counter each outcome status adds to. */
+const KEYS: Record<string, keyof OutcomeCounts> = {
+  completed: "completed",
+  failed: "failed",
+  timed_out: "timedOut",
+  cancelled: "cancelled",
+  dead: "dead",
+};
+
+/** Counts the workers' outcome notices (batched: each says how many tasks it stands for); one core subscription. */
 export class OutcomeCounters {
   readonly #counts: OutcomeCounts = { completed: 0, failed: 0, timedOut: 0, cancelled: 0, dead: 0 };
   #sub: Subscription | undefined;
@@ -31,24 +41,9 @@ export class OutcomeCounters {
     const statusToken = names.prefix.split(".").length + 1;
     this.#sub = nc.subscribe(names.eventsSubjectAll, {
       callback: (_err, m) => {
-        switch (m.subject.split(".")[statusToken]) {
-          case "completed":
-            this.#counts.completed++;
-            break;
-          case "failed":
-            this.#counts.failed++;
-            break;
-          case "timed_out":
-            this.#counts.timedOut++;
-            break;
-          case "cancelled":
-            this.#counts.cancelled++;
-            break;
-          case "dead":
-            this.#counts.dead++;
-            break;
-          default: // not an outcome (retrying, paused, …)
-        }
+        const status = m.subject.split(".")[statusToken];
+        if (status === undefined || !Object.hasOwn(KEYS, status)) return; // not an outcome (retrying, paused, …)
+        this.#counts[KEYS[status]!] += noticeCount(m.data);
       },
     });
   }

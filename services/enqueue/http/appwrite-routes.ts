@@ -1,8 +1,9 @@
 import type { FastifyPluginAsync } from "fastify";
-import { ErrorCodes, NotFoundError, SluiceError, ValidationError } from "../../../shared/errors.ts";
+import { ErrorCodes, NotFoundError, SluiceError } from "../../../shared/errors.ts";
 import type { AppwriteWebhook } from "../appwrite/config.ts";
 import { tasksForDelivery, verifySignature } from "../appwrite/webhook.ts";
 import type { EnqueueResult, Gateway } from "../gateway.ts";
+import { parseJsonBody } from "../json-body.ts";
 
 /** What the webhook route needs. */
 export type AppwriteDeps = { gateway: Gateway; webhooks: ReadonlyMap<string, AppwriteWebhook> };
@@ -34,12 +35,9 @@ export const appwriteRoutes: FastifyPluginAsync<AppwriteDeps> = async (app, deps
           { status: 401 },
         );
       }
-      let body: unknown;
-      try {
-        body = raw.length === 0 ? null : JSON.parse(raw.toString("utf8"));
-      } catch {
-        throw new ValidationError(ErrorCodes.invalidJson, "body is not valid JSON");
-      }
+      // fastify's parser is off here (raw bytes for the signature), so its refusals come from ours:
+      // not UTF-8, not JSON, or a __proto__ / constructor.prototype key is a 400 invalid_json
+      const body: unknown = raw.length === 0 ? null : parseJsonBody(raw);
       const tasks = tasksForDelivery(w, req.headers, raw, body);
       if (tasks.length === 0)
         return reply.code(200).send({ tasks: [], detail: "no rule matches these events" });

@@ -161,8 +161,15 @@ export async function runHostileScenario(o: HostileOptions): Promise<HostileRepo
           return;
         }
         const answer = r.status !== undefined ? String(r.status) : `failed ${r.failed}`;
-        const ok = r.status !== undefined && r.status >= 400 && r.status < 500;
-        tally(`nats/${c.category}`, answer, ok, `#${i} ${c.subject} ${c.category}/${c.variant}`);
+        const ok = c.expect
+          ? r.status === c.expect.status && r.code === c.expect.code
+          : r.status !== undefined && r.status >= 400 && r.status < 500;
+        tally(
+          `nats/${c.category}`,
+          answer,
+          ok,
+          `#${i} ${c.subject} ${c.category}/${c.variant}${c.expect ? ` (code ${r.code}, expected ${c.expect.code})` : ""}`,
+        );
         return;
       }
       const c = httpCase(p.rng, p.category as HttpCategory, {

@@ -20,10 +20,23 @@ export type NatsCase = {
   subject: string;
   data: Uint8Array;
   headers?: Record<string, string>;
+  /** The one answer this case may get, where a 4xx is not precise enough. */
+  expect?: { status: number; code: string };
 };
 
-/** What came back: the reply's status (200 for a reply without `error`), or the publish stored. */
-export type NatsOutcome = { status?: number; stored?: boolean; failed?: string; ms: number };
+/**
+ * What came back: the reply's status (200 for a reply without `error`) and error code, or the
+ * publish stored.
+ */
+export type NatsOutcome = { status?: number; code?: string; stored?: boolean; failed?: string; ms: number };
+
+/**
+ * Bodies with a `__proto__` key or a `constructor.prototype`, anywhere: valid JSON, refused by every
+ * NATS API as by HTTP (services/enqueue/json-body.ts) before anything else is looked at, so the answer
+ * is exactly 400 `invalid_json` and nothing is written.
+ */
+const PROTO_VARIANTS = new Set(["proto-key", "nested-proto", "constructor-prototype"]);
+const PROTO_REFUSAL = { status: 400, code: "invalid_json" };
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const deep = (d: number) => `${"[".repeat(d)}${"]".repeat(d)}`;
@@ -35,16 +48,38 @@ export function natsRequestCase(
   l: { type: string; maxPayloadBytes: number },
 ): NatsCase {
   if (rng.chance(0.8)) {
-    let b = hostileBody(rng, rng.pick(BODY_CATEGORIES), l);
-    // A `__proto__` key inside the payload is valid JSON: HTTP refuses it (fastify's prototype-poisoning
-    // guard), the NATS API stores it as a plain key. A known difference (docs/reliability.md), not garbage.
-    while (b.variant === "nested-proto") b = hostileBody(rng, rng.pick(BODY_CATEGORIES), l);
-    return {
+    const b = hostileBody(rng, rng.pick(BODY_CATEGORIES), l);
+    const c: NatsCase = {
       kind: "request",
       category: `enqueue:${b.category}`,
       variant: b.variant,
       subject: names.enqueueSubject,
       data: b.data,
+    };
+    if (PROTO_VARIANTS.has(b.variant)) c.expect = PROTO_REFUSAL;
+    return c;
+  }
+  if (rng.chance(0.1)) {
+    // the same keys on the other APIs that parse a body
+    const [resource, action, body] = rng.pick<[string, string, string]>([
+      ["queues", "patch", `{"type":"${l.type}","__proto__":{"maxDepth":1}}`],
+      ["queues", "pause", `{"type":"${l.type}","constructor":{"prototype":{"paused":true}}}`],
+      ["tasks", "cancel", '{"id":"x","\\u005f_proto__":{}}'],
+      ["tasks", "batch", `{"tasks":[{"type":"${l.type}","payload":{"a":[{"__proto__":{"x":1}}]}}]}`],
+      ["dlq", "replay", '{"ids":["x"],"__proto__":{"all":true}}'],
+      [
+        "schedules",
+        "create",
+        `{"name":"p","every":"1m","task":{"type":"${l.type}","payload":{"constructor":{"prototype":{}}}}}`,
+      ],
+    ]);
+    return {
+      kind: "request",
+      category: "api",
+      variant: `${resource}.${action}:proto`,
+      subject: names.apiSubject(resource, action),
+      data: enc(body),
+      expect: PROTO_REFUSAL,
     };
   }
   const api: [string, string, string[]][] = [
@@ -143,8 +178,14 @@ export async function sendNats(nc: NatsConnection, js: JetStreamClient, c: NatsC
       return { stored: true, ms: Date.now() - t0 };
     }
     const m = await nc.request(c.subject, c.data, { timeout: 10_000 });
-    const reply = JSON.parse(new TextDecoder().decode(m.data)) as { error?: { status?: number } };
-    return { status: reply.error ? Number(reply.error.status) : 200, ms: Date.now() - t0 };
+    const reply = JSON.parse(new TextDecoder().decode(m.data)) as {
+      error?: { status?: number; code?: string };
+    };
+    return {
+      status: reply.error ? Number(reply.error.status) : 200,
+      code: reply.error?.code,
+      ms: Date.now() - t0,
+    };
   } catch (err) {
     return { failed: String(err).slice(0, 200), ms: Date.now() - t0 };
   }
