@@ -108,14 +108,15 @@ export function parseQueueConfig(value: Uint8Array): QueueConfig | undefined {
 
 /**
  * Read-modify-write of one type's config with compare-and-set on the key's revision, retried on a
- * concurrent change, so two PATCHes of different fields both land.
+ * concurrent change, so two PATCHes of different fields both land. Returns the config written and its
+ * revision (what {@link QueueConfigs.caughtUp} waits for).
  */
 export async function updateQueueConfig(
   kv: KV,
   type: string,
   patch: QueuePatch,
   now: () => number = Date.now,
-): Promise<QueueConfig> {
+): Promise<{ config: QueueConfig; revision: number }> {
   TaskType.parse(type);
   for (let attempt = 0; ; attempt++) {
     const e = await kv.get(type);
@@ -123,14 +124,18 @@ export async function updateQueueConfig(
       e?.operation === "PUT" ? (parseQueueConfig(e.value) ?? DEFAULT_QUEUE_CONFIG) : DEFAULT_QUEUE_CONFIG;
     const next = applyQueuePatch(cur, patch, now());
     try {
-      if (e) await kv.update(type, JSON.stringify(next), e.revision);
-      else await kv.create(type, JSON.stringify(next));
-      return next;
+      const revision = e
+        ? await kv.update(type, JSON.stringify(next), e.revision)
+        : await kv.create(type, JSON.stringify(next));
+      return { config: next, revision };
     } catch (err) {
       if (attempt >= 10 || !/wrong last sequence|key exists/i.test(String((err as Error).message))) throw err;
     }
   }
 }
+
+/** Longest wait of {@link QueueConfigs.caughtUp} for the watch to apply a write, ms. */
+const CATCH_UP_TIMEOUT_MS = 2000;
 
 /** Longest wait for the initial load of the queues bucket before a holder goes on without the rest, ms. */
 const LOAD_TIMEOUT_MS = 3000;
@@ -148,6 +153,10 @@ export class QueueConfigs {
   readonly #log: Logger | undefined;
   readonly #configs = new Map<string, QueueConfig>();
   readonly #listeners = new Set<QueueConfigListener>();
+  /** Waiters for a revision of the bucket to be applied (read-your-writes after a PATCH). */
+  readonly #revisionWaiters = new Set<{ revision: number; done: () => void }>();
+  /** The highest bucket revision the watch has applied. */
+  #revision = 0;
   #stop: (() => void) | undefined;
   #stopped = false;
   #retry: NodeJS.Timeout | undefined;
@@ -168,12 +177,35 @@ export class QueueConfigs {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#retry);
+    for (const w of this.#revisionWaiters) w.done();
     this.#stop?.();
   }
 
   /** The config of a type (the default when none is stored). */
   get(type: string): QueueConfig {
     return this.#configs.get(type) ?? DEFAULT_QUEUE_CONFIG;
+  }
+
+  /**
+   * Resolve once the watch has applied bucket revision `revision` (or later), or after `timeoutMs`.
+   * A holder that wrote a config waits here before answering, so a GET through it right after the
+   * PATCH answer reads the new config rather than the watch's lagging copy.
+   */
+  caughtUp(revision: number, timeoutMs = CATCH_UP_TIMEOUT_MS): Promise<void> {
+    if (this.#revision >= revision || this.#stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const w = {
+        revision,
+        done: () => {
+          clearTimeout(timer);
+          this.#revisionWaiters.delete(w);
+          resolve();
+        },
+      };
+      // a watch that lags this long is being re-opened; answer with what is stored anyway
+      const timer = setTimeout(w.done, timeoutMs);
+      this.#revisionWaiters.add(w);
+    });
   }
 
   /** Types that have a stored config. */
@@ -233,6 +265,12 @@ export class QueueConfigs {
   }
 
   #apply(e: KvWatchEntry): void {
+    this.#applyConfig(e);
+    if (e.revision > this.#revision) this.#revision = e.revision;
+    for (const w of this.#revisionWaiters) if (w.revision <= this.#revision) w.done();
+  }
+
+  #applyConfig(e: KvWatchEntry): void {
     const prev = this.get(e.key);
     let next: QueueConfig = DEFAULT_QUEUE_CONFIG;
     if (e.operation === "PUT") {

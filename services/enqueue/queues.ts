@@ -127,12 +127,17 @@ export class QueueControl {
     return queueView(this.#link.session().jsm, this.#names, type, configs.get(type));
   }
 
-  /** Apply a merge patch (`null` removes a limit); 400 on unknown fields or bad values. */
+  /**
+   * Apply a merge patch (`null` removes a limit); 400 on unknown fields or bad values. Answers once
+   * this replica's watch holds the write, so a GET after the answer reads it.
+   */
   async patch(type: string, body: unknown): Promise<{ type: string; config: QueueConfig }> {
     checkType(type);
     const patch = parsePatch(body);
-    const kv = await this.#bucket();
-    return { type, config: await updateQueueConfig(kv, type, patch, this.#now) };
+    const configs = await this.#loaded();
+    const { config, revision } = await updateQueueConfig(this.#kv!, type, patch, this.#now);
+    await configs.caughtUp(revision);
+    return { type, config };
   }
 
   /** Stop dispatching the type; enqueue still accepts, running tasks finish. */
@@ -150,11 +155,6 @@ export class QueueControl {
     this.#link.session(); // 503 now rather than waiting while NATS is away
     await this.start();
     return this.#configs!;
-  }
-
-  async #bucket(): Promise<KV> {
-    await this.#loaded();
-    return this.#kv!;
   }
 
   #depthReading(type: string): Promise<DepthReading> {

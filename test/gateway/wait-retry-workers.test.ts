@@ -85,7 +85,7 @@ describe("gateway wait - POST /v1/tasks?wait=", () => {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ type: "wait.shutdown" }),
       });
-      await expect.poll(() => other.tasksCount()).toBe(1);
+      await expect.poll(() => other.tasksCount(), { timeout: 10_000 }).toBe(1);
       const t0 = Date.now();
       await other.service.stop();
       const res = await pending;

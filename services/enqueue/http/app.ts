@@ -91,6 +91,19 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     ),
   );
 
+  // A request in flight when close() begins is answered, but over keep-alive its connection would
+  // then sit idle until keepAliveTimeout (72 s): close() ends only idle connections it finds at the
+  // start, so shutdown would hang. While closing, every answer ends its connection.
+  let closing = false;
+  app.addHook("preClose", (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook("onSend", (_req, reply, payload, done) => {
+    if (closing) reply.header("connection", "close");
+    done(null, payload);
+  });
+
   // Labelled by the route pattern, never the raw URL: `/v1/tasks/:id` is one series, not one per task.
   app.addHook("onResponse", (req, reply, done) => {
     observeHttpRequest(req.routeOptions.url, req.method, reply.statusCode, reply.elapsedTime / 1000);
