@@ -10,6 +10,9 @@ export default defineConfig({
     exclude: ["test/reliability/**", "node_modules/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // what a poll waits for (a watch, a consumer) can take seconds on a loaded CI machine; a poll that
+    // must be fast says so with its own timeout
+    expect: { poll: { timeout: 10_000 } },
     pool: "forks",
     maxWorkers: 2,
     fileParallelism: true,
