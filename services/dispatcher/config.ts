@@ -29,7 +29,7 @@ export const envSchema = z.object({
   RETENTION_COMPLETED_MS: envInt(1_000).default(24 * 60 * 60 * 1000),
   /** How long failed, timed-out and dead task records are kept, ms (default 7 days). */
   RETENTION_FAILED_MS: envInt(1_000).default(7 * 24 * 60 * 60 * 1000),
-  /** Interval between retention sweeps, ms. */
+  /** Interval between retention sweeps and the sweeps for acked leftovers in the streams, ms. */
   RETENTION_SWEEP_MS: envInt(100, 3_600_000).default(60_000),
   /** How long before a minute starts the scheduler loads that minute's delayed tasks, ms. */
   SCHEDULE_LOOKAHEAD_MS: envInt(1_000, 24 * 60 * 60 * 1000).default(5_000),

@@ -9,6 +9,7 @@ import type { Priority } from "../../shared/priority.ts";
 import { SignalWatcher } from "../../shared/signals.ts";
 import type { Config } from "./config.ts";
 import { Lease } from "./lease.ts";
+import { LeftoverSweeper } from "./leftovers.ts";
 import { DispatchLimits } from "./limits/dispatch-limits.ts";
 import { parseSlotsNotice } from "./limits/slots-notice.ts";
 import type { ThrottleReason } from "./limits/type-gate.ts";
@@ -47,6 +48,8 @@ export type DispatcherDeps = {
   onDispatch?: (type: string, priority: Priority, waitedMs: number) => void;
   /** Called when a queue limit holds a type back (metrics hook: `sluice_throttled_total{type,reason}`). */
   onThrottle?: (type: string, reason: ThrottleReason) => void;
+  /** Called when acked leftovers were removed from a stream (metrics hook, leftovers.ts). */
+  onLeftoversRemoved?: (stream: string, n: number) => void;
 };
 
 /**
@@ -68,6 +71,7 @@ export class Dispatcher {
   #state: DispatcherState = "created";
   #scheduling: Scheduling | undefined;
   #retention: RetentionSweeper | undefined;
+  #leftovers: LeftoverSweeper | undefined;
   readonly #signals: SignalWatcher;
   readonly #limits: DispatchLimits;
 
@@ -187,6 +191,8 @@ export class Dispatcher {
       sweepMs: this.#d.config.retentionSweepMs,
     });
     this.#retention.start();
+    this.#leftovers = new LeftoverSweeper({ ...this.#d, onRemoved: this.#d.onLeftoversRemoved });
+    this.#leftovers.start(this.#d.config.retentionSweepMs);
   }
 
   #ensureActive(type: string): void {
@@ -221,6 +227,8 @@ export class Dispatcher {
     this.#scheduling = undefined;
     this.#retention?.stop();
     this.#retention = undefined;
+    this.#leftovers?.stop();
+    this.#leftovers = undefined;
     // in-flight publishes still settle (and ack or nak their tasks messages) before the publisher goes
     const pub = this.#publisher;
     setTimeout(() => pub?.close(), 5000).unref();

@@ -7,7 +7,7 @@ import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
 import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { recordDispatch, recordThrottled } from "./metrics.ts";
+import { recordDispatch, recordLeftoversRemoved, recordThrottled } from "./metrics.ts";
 import { DispatcherMetricsSampler } from "./metrics-sampler.ts";
 
 /** The dispatcher process: config, connection, topology, one replica, and the one signal handler. */
@@ -44,6 +44,7 @@ try {
     log,
     onDispatch: recordDispatch,
     onThrottle: (type, reason) => recordThrottled(type, reason),
+    onLeftoversRemoved: recordLeftoversRemoved,
   });
   const sampler = new DispatcherMetricsSampler({
     dispatcher,

@@ -38,6 +38,17 @@ const dispatchWait = histogram({
   buckets: TASK_SECONDS_BUCKETS,
 });
 
+const leftoversRemoved = counter({
+  name: "sluice_stream_leftovers_removed_total",
+  help: "Messages removed from a work-queue stream below their consumer's ack floor: acked, but kept by a server crash (not work).",
+  labelNames: ["stream"] as const,
+});
+
+/** `n` acked leftovers removed from `stream` (leftovers.ts). */
+export function recordLeftoversRemoved(stream: string, n: number): void {
+  leftoversRemoved.inc({ stream }, n);
+}
+
 /** 1 on the replica holding the dispatcher lease, 0 on standbys. */
 export const leader = gauge({
   name: "sluice_dispatcher_leader",

@@ -19,14 +19,15 @@ describe("scale - workers scaled out and back in under a backlog", () => {
   it("raises throughput with more workers, loses nothing, runs nothing twice, and drains on scale-down", {
     timeout: 90_000,
   }, async () => {
-    // 50 ms tasks, 4 slots per worker: one worker does ~80/s
+    // 100 ms tasks, 4 slots per worker: one worker does ~40/s, so a backlog of 1,600 lasts while three
+    // more workers start, even when starting them takes seconds on a loaded machine
     const workerEnv = { WORKER_TYPES: "test.sleep", WORKER_CONCURRENCY: "4", SHUTDOWN_GRACE_MS: "10000" };
     const first = await stack.worker(workerEnv);
     const ids: string[] = [];
     for (let i = 0; i < 1600; i += 100) {
       const batch = await Promise.all(
         Array.from({ length: 100 }, (_, k) =>
-          stack.post({ type: "test.sleep", payload: { ms: 50, tag: `s${i + k}` } }),
+          stack.post({ type: "test.sleep", payload: { ms: 100, tag: `s${i + k}` } }),
         ),
       );
       for (const r of batch) ids.push(r.body.id as string);

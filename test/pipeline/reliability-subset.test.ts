@@ -60,6 +60,9 @@ describe("reliability subset", () => {
       expect(t.readyAgainAfterMs, `${t.name} ready again`).toBeDefined();
     }
     expect(r.consumers).toEqual({ pending: 0, ackPending: 0 });
+    // acked messages the crash kept in the streams were purged by the leader (leftovers.ts)
+    expect({ tasks: r.streams.tasks, work: r.streams.work }).toEqual({ tasks: 0, work: 0 });
+    if (verbose) console.log(`nats restart: ${r.leftoversRemoved} acked leftovers removed`);
   });
 
   it.concurrent("refuses 1,000 hostile requests and messages cleanly, storing nothing", {

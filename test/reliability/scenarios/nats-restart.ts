@@ -40,10 +40,13 @@ export type NatsRestartReport = {
   lost: string[];
   audit: RunAudit;
   /**
-   * Messages in the streams at the end. After a SIGKILL of the server the work-queue streams may keep
-   * messages their consumers had acked (the acks' deletes were not on disk yet): not work, but counted.
+   * Messages in the streams at the end: none. After a SIGKILL of the server the work-queue streams may
+   * keep messages their consumers had acked (the acks' deletes were not on disk yet); the dispatcher
+   * leader purges them (services/dispatcher/leftovers.ts).
    */
   streams: StreamCounts;
+  /** Acked messages the crash kept that the dispatcher leader removed (from its log). */
+  leftoversRemoved: number;
   /** What the consumers still have to deliver or see acked: the real backlog, which must be zero. */
   consumers: { pending: number; ackPending: number };
   /** Services that logged "nats reconnected". */
@@ -66,7 +69,9 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
       return { ...extra, METRICS_PORT: String(port), METRICS_HOST: "127.0.0.1" };
     };
     const gw = await sys.gateway();
-    const services: Svc[] = [gw, await sys.dispatcher(await probe()), await sys.worker(await probe())];
+    // leftovers a crash keeps in the streams are purged by the leader's sweep: every second here
+    const dispatcher = await sys.dispatcher(await probe({ RETENTION_SWEEP_MS: "1000" }));
+    const services: Svc[] = [gw, dispatcher, await sys.worker(await probe())];
     services.push(await sys.worker(await probe()));
     const readyUrl = (s: Svc) =>
       s.role === "enqueue" ? `${sys.url(s)}/readyz` : `http://127.0.0.1:${s.metricsPort}/readyz`;
@@ -136,7 +141,7 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
     polling = false;
     await poller;
     sys.note(`all final; readiness: ${traces.map((t) => `${t.trace.name} ${t.last}`).join(", ")}`);
-    // not the streams' message counts: acked messages a crash left behind never leave (see below)
+    // the consumers first: acked messages a crash kept stay in the streams until the leader's next sweep
     const consumers = await waitFor(
       async () => {
         const c = await pendingWork(sys);
@@ -145,7 +150,21 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
       10_000,
       250,
     ).catch(() => pendingWork(sys));
-    const streams = await sys.streamCounts();
+    // and then the streams hold nothing: acked messages the crash kept are purged (leftovers.ts)
+    const streams = await sys.waitStreamsEmpty(10_000);
+    if (streams.tasks + streams.work > 0) {
+      // what the sweep saw: per-subject counts and each consumer's delivered and ack floor sequences
+      for (const st of [sys.names.tasksStream, sys.names.workStream]) {
+        const si = await sys.jsm.streams.info(st, { subjects_filter: ">" });
+        console.log(`streams not empty: ${st} ${JSON.stringify(si.state)}`);
+        for await (const ci of sys.jsm.consumers.list(st)) {
+          const { delivered, ack_floor, num_pending, num_ack_pending } = ci;
+          console.log(
+            `  ${ci.name} ${JSON.stringify({ delivered, ack_floor, num_pending, num_ack_pending })}`,
+          );
+        }
+      }
+    }
     // a rerun is the outage's doing when the first run started before the server was back and the
     // next one after it died: a final write or an ack lost with the server (at least once)
     const audit = auditRuns({
@@ -168,6 +187,9 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
       }),
       audit,
       streams,
+      leftoversRemoved: dispatcher.proc.logs
+        .filter((x) => x.msg === "removed acked messages a work-queue stream kept")
+        .reduce((n, x) => n + Number(x.removed ?? 0), 0),
       consumers,
       reconnected: services
         .filter((s) => s.proc.logs.some((x) => x.msg === "nats reconnected"))
