@@ -67,9 +67,10 @@ describe("limits - running keys and configs from NATS", () => {
     try {
       let wakes = 0;
       const gate = limits.gate(TYPE, () => wakes++);
+      const at = Date.now();
       await updateQueueConfig(topo.queues, TYPE, { keyConcurrency: 2 });
-      // reaches every holder through its watch: one round trip, seconds at most on a loaded machine
-      await waitFor(() => other.get(TYPE).keyConcurrency === 2 && gate.config.keyConcurrency === 2, 5000, 5);
+      await waitFor(() => other.get(TYPE).keyConcurrency === 2 && gate.config.keyConcurrency === 2, 1000, 5);
+      expect(Date.now() - at).toBeLessThan(1000);
       // turning keyConcurrency on reads what runs now (a: 2, b: 1 from the previous test)
       await waitFor(() => gate.keyCounts().get("a") === 2, 5000, 10);
       expect(Object.fromEntries(gate.keyCounts())).toEqual({ a: 2, b: 1 });
