@@ -10,7 +10,11 @@ export async function startProbeServer(opts: {
   port: number;
   ready: () => boolean;
 }): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  // An answer sent after close() began would leave its keep-alive connection idle, and close() waits
+  // for it (it ends only the idle connections it finds at the start): while closing, answers end theirs.
+  let closing = false;
   const server = createServer((req, res) => {
+    if (closing) res.setHeader("connection", "close");
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/healthz") {
       res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
@@ -21,7 +25,10 @@ export async function startProbeServer(opts: {
         .end(JSON.stringify({ status: ok ? "ready" : "not_ready" }));
     } else if (path === "/metrics") {
       register.metrics().then(
-        (body) => res.writeHead(200, { "content-type": register.contentType }).end(body),
+        (body) => {
+          if (closing) res.setHeader("connection", "close");
+          res.writeHead(200, { "content-type": register.contentType }).end(body);
+        },
         () => res.writeHead(500).end(),
       );
     } else {
@@ -38,6 +45,10 @@ export async function startProbeServer(opts: {
   return {
     server,
     port: typeof addr === "object" && addr ? addr.port : opts.port,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () =>
+      new Promise<void>((r) => {
+        closing = true;
+        server.close(() => r());
+      }),
   };
 }
