@@ -14,6 +14,8 @@ describe("gateway shutdown - requests in flight", () => {
     const agent = new Agent({ keepAlive: true });
     const url = new URL(`${h.url}/v1/tasks`);
     const body = JSON.stringify({ type: "shutdown.inflight", payload: { n: 1 } });
+    // the server has parsed the request's headers (its hooks ran before closing began)
+    const arrived = new Promise((r) => h!.service.app.server.once("request", r));
     const answered = new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
       const req = request(
         {
@@ -32,9 +34,9 @@ describe("gateway shutdown - requests in flight", () => {
       req.on("error", reject);
       // half the body now, the rest once stop() has begun: the answer is sent after the listener closed
       req.write(body.slice(0, 10));
-      setTimeout(() => req.end(body.slice(10)), 200);
+      void arrived.then(() => setTimeout(() => req.end(body.slice(10)), 200));
     });
-    await new Promise((r) => setTimeout(r, 100)); // the request's headers have reached the server
+    await arrived;
     const t0 = Date.now();
     const stopped = h.service.stop().then(() => Date.now() - t0);
     const res = await answered;

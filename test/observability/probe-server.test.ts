@@ -19,6 +19,7 @@ describe("probe server - shutdown", () => {
     });
     const probe = await startProbeServer({ host: "127.0.0.1", port: 0, ready: () => true });
     const agent = new Agent({ keepAlive: true });
+    const arrived = new Promise((r) => probe.server.once("request", r));
     const scraped = new Promise<{ status: number; connection: string | undefined; body: string }>(
       (resolve, reject) => {
         get({ agent, host: "127.0.0.1", port: probe.port, path: "/metrics" }, (res) => {
@@ -30,7 +31,7 @@ describe("probe server - shutdown", () => {
         }).on("error", reject);
       },
     );
-    await sleep(100);
+    await arrived; // in flight: the collector holds it for 300 ms
     const t0 = Date.now();
     const closed = probe.close().then(() => Date.now() - t0);
     const res = await scraped;
