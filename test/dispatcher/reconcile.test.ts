@@ -70,8 +70,13 @@ describe("dispatcher - reconcile of the in-flight count", () => {
         { msgId: `t${i}` },
       );
     }
-    await waitFor(() => td.inFlight === 4 || undefined);
-    expect(td.held().reduce((a, b) => a + b, 0)).toBe(2);
+    // the six arrive in pulls of their own, so wait until all are here; the count must then stay at
+    // capacity with the other two held (the first check alone raced the last pull in CI)
+    const heldSum = () => td.held().reduce((a, b) => a + b, 0);
+    await waitFor(() => (td.inFlight === 4 && heldSum() === 2) || undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(td.inFlight).toBe(4);
+    expect(heldSum()).toBe(2);
     // the work vanishes with no "slots freed" notice (as when notices are lost in a reconnect):
     // the reconcile lowers the count, and the held tasks go out
     await jsm.streams.purge(n.workStream);
