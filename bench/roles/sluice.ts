@@ -103,6 +103,8 @@ export const observer = {
     const observedAt: number[] = [];
     const recordMs: number[] = [];
     const startedAt: number[] = [];
+    // the server's store time of the final record (ms): splits the latency into "stored" and "seen"
+    const storedAt: number[] = [];
     const statuses = new Map<string, number>();
     let finals = 0;
     let waiter: { target: number; resolve: () => void } | undefined;
@@ -117,6 +119,7 @@ export const observer = {
         observedAt[seq] = epochMs();
         if (st.finishedAt !== undefined) recordMs[seq] = st.finishedAt - st.enqueuedAt;
         if (st.startedAt !== undefined) startedAt[seq] = st.startedAt;
+        storedAt[seq] = e.created.getTime();
         statuses.set(st.status, (statuses.get(st.status) ?? 0) + 1);
         finals++;
         if (waiter && finals >= waiter.target) {
@@ -132,7 +135,13 @@ export const observer = {
           : new Promise<number>((resolve) => {
               waiter = { target: a.target, resolve: () => resolve(finals) };
             }),
-      take: async () => ({ observedAt, recordMs, startedAt, statuses: Object.fromEntries(statuses) }),
+      take: async () => ({
+        observedAt,
+        recordMs,
+        startedAt,
+        storedAt,
+        statuses: Object.fromEntries(statuses),
+      }),
       close: async () => {
         watch.stop();
         await loop.catch(() => undefined);

@@ -49,7 +49,16 @@ export type SluiceResult = {
   /** The worker starting on the backlog the enqueue measures left. */
   backlogDrain: Rate;
   e2e: RepeatedRate;
-  latency: LatencyResult & { sent: number; recordP50Ms: number; recordP99Ms: number };
+  latency: LatencyResult & {
+    sent: number;
+    recordP50Ms: number;
+    recordP99Ms: number;
+    /** The server's store time of the final record − send time (ms resolution): "done" as BullMQ's `completed`. */
+    storedP50Ms: number;
+    storedP99Ms: number;
+    /** Observer's receipt − the server's store time of the final record: the watch's hop. */
+    seenAfterStoredP99Ms: number;
+  };
   /** How long urgent tasks wait to start while a `bulk` backlog drains (target: p99 ≤ 50 ms). */
   urgentUnderBacklog: UrgentUnderBacklog;
   /** Memory while a backlog of a million tasks drains (target: each service below 200 MB). */
@@ -287,25 +296,40 @@ async function measureLatency(
     s.latencyDurationMs + 60_000,
   );
   await obs.call("waitFinal", { target: run.sent }, 60_000);
-  const seen = await obs.call<{ observedAt: number[]; recordMs: number[]; statuses: Record<string, number> }>(
-    "take",
-  );
+  const seen = await obs.call<{
+    observedAt: number[];
+    recordMs: number[];
+    storedAt: number[];
+    statuses: Record<string, number>;
+  }>("take");
   const first = Math.ceil((s.latencyWarmupMs * s.latencyRatePerSec) / 1000);
   const lat: number[] = [];
   const rec: number[] = [];
+  const stored: number[] = [];
+  const seenAfterStored: number[] = [];
   for (let i = first; i < run.sent; i++) {
     const at = seen.observedAt[i];
     if (at === undefined) throw new Error(`task lat-${i} was never seen final`);
     lat.push(at - run.sentAt[i]!);
     if (seen.recordMs[i] !== undefined) rec.push(seen.recordMs[i]!);
+    const storedAt = seen.storedAt[i];
+    if (storedAt !== undefined) {
+      stored.push(storedAt - run.sentAt[i]!);
+      seenAfterStored.push(at - storedAt);
+    }
   }
   const recSummary = rec.length > 0 ? summarize(rec) : undefined;
+  const storedSummary = stored.length > 0 ? summarize(stored) : undefined;
+  const seenSummary = seenAfterStored.length > 0 ? summarize(seenAfterStored) : undefined;
   return {
     ...summarize(lat),
     targetRatePerSec: s.latencyRatePerSec,
     achievedRatePerSec: perSec(run.sent, run.finishedAt - run.startedAt),
     recordP50Ms: recSummary?.p50Ms ?? Number.NaN,
     recordP99Ms: recSummary?.p99Ms ?? Number.NaN,
+    storedP50Ms: storedSummary?.p50Ms ?? Number.NaN,
+    storedP99Ms: storedSummary?.p99Ms ?? Number.NaN,
+    seenAfterStoredP99Ms: seenSummary?.p99Ms ?? Number.NaN,
     sent: run.sent,
   };
 }
