@@ -17,8 +17,15 @@ import {
 } from "../../shared/errors.ts";
 import type { Names } from "../../shared/names.ts";
 import { isWrongLastSequence, type PubAck, PublishError } from "../../shared/nats/publisher.ts";
+import { DUPLICATE_WINDOW_MS } from "../../shared/nats/topology.ts";
 import { assertDelayWithinLimit } from "../../shared/schedule.ts";
-import { initialState, type TaskState, type TaskStatus, toTaskMessage } from "../../shared/task.ts";
+import {
+  initialState,
+  type TaskMessage,
+  type TaskState,
+  type TaskStatus,
+  toTaskMessage,
+} from "../../shared/task.ts";
 import { copyTraceContext, type TraceSource, traceparentOf } from "../../shared/telemetry/propagation.ts";
 import { SpanKind, startTaskSpan, type TaskSpan } from "../../shared/telemetry/spans.ts";
 import { enqueueDelayed, ensureScheduled } from "./delayed.ts";
@@ -110,6 +117,7 @@ export class Gateway {
         const prior = await readState(s, msg.id);
         if (prior) {
           if (prior.status === "scheduled") await ensureScheduled(s, names, msg, prior);
+          else if (mayLackItsMessage(prior, Date.now())) await ensureQueued(s, names, msg, prior);
           recordDeduplicated(msg.type);
           return { id: msg.id, status: prior.status, duplicate: true };
         }
@@ -180,6 +188,38 @@ function endRejected(span: TaskSpan, err: unknown): void {
   const status = err instanceof SluiceError ? err.status : 500;
   if (err instanceof SluiceError) span.setAttributes({ "sluice.error.code": err.code });
   span.end(status >= 500 ? err : undefined);
+}
+
+/**
+ * True for a record that may be all a crashed request left: `queued` as the gateway created it (never
+ * dispatched, run or moved since) and young enough that the tasks stream still remembers its msg id.
+ * The task message and the record go out together and are stored by different streams; a gateway that
+ * died in between (or whose refused publish was followed by a lost withdraw) leaves the record alone,
+ * and without {@link ensureQueued} a retry with the same idempotency key would be told `queued` for a
+ * task that never runs. Older records are answered from as they are: a second message stored after the
+ * window would run the task twice if the first is still waiting in a backlog. 10 s of the window are
+ * kept as a margin for the gateway's clock against the server's.
+ */
+function mayLackItsMessage(prior: TaskState, now: number): boolean {
+  return (
+    prior.status === "queued" &&
+    prior.attempts === 0 &&
+    prior.startedAt === undefined &&
+    prior.dispatchedAt === undefined &&
+    prior.runAt === undefined &&
+    // created with its task message: a resumed or handed-back task was written later, under other msg ids
+    prior.updatedAt - prior.enqueuedAt < 1_000 &&
+    now - prior.updatedAt < DUPLICATE_WINDOW_MS - 10_000
+  );
+}
+
+/**
+ * A repeated request for a task that may lack its message: store the task message again under the same
+ * msg id. When the first request stored it, the stream drops this one as a duplicate (no second run).
+ */
+async function ensureQueued(s: Session, names: Names, msg: TaskMessage, prior: TaskState): Promise<void> {
+  const task: TaskMessage = { ...msg, enqueuedAt: prior.enqueuedAt, priority: prior.priority };
+  await s.pub.publish(names.tasksSubject(task.priority, task.type), JSON.stringify(task), { msgId: task.id });
 }
 
 /**

@@ -61,6 +61,13 @@ export const DEAD_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 /** How long a control signal (cancel, pause) waits for the task it names, ms. */
 export const SIGNAL_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 
+/**
+ * How long every Sluice stream remembers a msg id (the streams' `duplicate_window` unless topology
+ * options say otherwise). A repeat of a task publish inside it is dropped, which is what lets a caller's
+ * retry safely store a message the first attempt may not have stored.
+ */
+export const DUPLICATE_WINDOW_MS = 120_000;
+
 /** Consumer settings for the per-(priority, type) consumers the dispatcher reads. */
 export const TASKS_ACK_WAIT_MS = 10_000;
 /** Default ack wait of the work consumers; workers send `working()` well inside it. */
@@ -75,7 +82,7 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     storage,
     num_replicas: o.replicas,
     discard: DiscardPolicy.Old,
-    duplicate_window: nanos(o.duplicateWindowMs ?? 120_000),
+    duplicate_window: nanos(o.duplicateWindowMs ?? DUPLICATE_WINDOW_MS),
     max_msg_size: o.maxMsgBytes ?? MAX_MSG_BYTES,
   };
   const common: Partial<StreamConfig> = { ...base, retention: RetentionPolicy.Workqueue };

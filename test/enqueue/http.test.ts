@@ -1,7 +1,7 @@
 import { nanos } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PRIORITIES } from "../../shared/priority.ts";
-import type { TaskState } from "../../shared/task.ts";
+import { idForIdempotencyKey, type TaskState } from "../../shared/task.ts";
 import { type Harness, postTask, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -132,8 +132,12 @@ describe("enqueue http - idempotency keys", () => {
     const { id } = (await postTask(h, body)).json() as { id: string };
     const info = await h.jsm.streams.info(h.names.tasksStream);
     const window = info.config.duplicate_window;
-    // shrink the window so the stream itself no longer remembers the msg id
+    // shrink the window so the stream itself no longer remembers the msg id, and age the record as
+    // that much time would have (a young record gets its message stored again: the next test)
     await h.jsm.streams.update(h.names.tasksStream, { ...info.config, duplicate_window: nanos(100) });
+    const st = (await h.kv.get(id))!.json<TaskState>();
+    const past = Date.now() - 3 * 60_000;
+    await h.kv.put(id, JSON.stringify({ ...st, enqueuedAt: past, updatedAt: past }));
     try {
       await new Promise((r) => setTimeout(r, 300));
       const count = await h.tasksCount();
@@ -143,6 +147,46 @@ describe("enqueue http - idempotency keys", () => {
     } finally {
       await h.jsm.streams.update(h.names.tasksStream, { ...info.config, duplicate_window: window });
     }
+  });
+
+  it("stores the task message of a young queued record that has none (a crash between the two writes)", async () => {
+    const body = { type: "idem.orphan", payload: { n: 1 }, idempotencyKey: "orphan-1", priority: "high" };
+    const id = idForIdempotencyKey(body.type, body.idempotencyKey);
+    // what a gateway that died after its record was stored, and before its task message was, leaves
+    const now = Date.now();
+    const orphan: TaskState = {
+      id,
+      type: body.type,
+      priority: "high",
+      status: "queued",
+      attempts: 0,
+      enqueuedAt: now - 30_000,
+      updatedAt: now - 30_000 + 2,
+      idempotencyKey: body.idempotencyKey,
+    };
+    await h.kv.put(id, JSON.stringify(orphan));
+    expect(await h.lastTask("sluice.tasks.high.idem.orphan")).toBeUndefined();
+    const count = await h.tasksCount();
+    const again = await postTask(h, body);
+    expect(again.statusCode).toBe(202);
+    expect(again.json()).toEqual({ id, status: "queued", duplicate: true });
+    const stored = await h.lastTask("sluice.tasks.high.idem.orphan");
+    expect(stored?.msgId).toBe(id);
+    expect(stored?.msg).toMatchObject({
+      id,
+      type: body.type,
+      priority: "high",
+      enqueuedAt: orphan.enqueuedAt,
+    });
+    // a further retry is dropped by the stream as a repeat: one message, so one run
+    await postTask(h, body);
+    expect(await h.tasksCount()).toBe(count + 1);
+    // a record that was resumed, handed back or dispatched since is not a fresh one: left as it is
+    const moved = { ...body, idempotencyKey: "orphan-2" };
+    const movedId = idForIdempotencyKey(moved.type, moved.idempotencyKey);
+    await h.kv.put(movedId, JSON.stringify({ ...orphan, id: movedId, attempts: 1, updatedAt: now }));
+    await postTask(h, moved);
+    expect(await h.tasksCount()).toBe(count + 1);
   });
 
   it("reports the current status of an existing record instead of overwriting it", async () => {

@@ -4,6 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../../shared/logger.ts";
 import type { Names } from "../../../shared/names.ts";
 import type { AckedPublisher } from "../../../shared/nats/publisher.ts";
+import { DUPLICATE_WINDOW_MS } from "../../../shared/nats/topology.ts";
 import { DelayedScheduler } from "./delayed.ts";
 import type { FireOutcome } from "./fire.ts";
 import { RecurringScheduler } from "./recurring.ts";
@@ -57,7 +58,7 @@ export function startScheduling(d: SchedulingDeps): Scheduling {
         jsm: d.jsm,
         js: d.jsm.jetstream(),
         lookaheadMs: d.lookaheadMs ?? 5_000,
-        duplicateWindowMs: d.duplicateWindowMs ?? 120_000,
+        duplicateWindowMs: d.duplicateWindowMs ?? DUPLICATE_WINDOW_MS,
         onFire: d.onFire,
       });
       delayed.start();
