@@ -20,25 +20,15 @@ const runs = new Map<string, number>();
 const ran = (id: string) => runs.set(id, (runs.get(id) ?? 0) + 1);
 
 const Big = z.object({ bytes: z.number().int() });
+/** Returns a string result of `bytes` characters. */
+const bigResult = async (p: z.infer<typeof Big>, ctx: { id: string }) => {
+  ran(ctx.id);
+  return "x".repeat(p.bytes);
+};
 const definitions = [
-  /** Returns a string result of `bytes` characters (dead-letters when given up). */
-  defineTask({
-    type: "big.result",
-    payload: Big,
-    handler: async (p, ctx) => {
-      ran(ctx.id);
-      return "x".repeat(p.bytes);
-    },
-  }),
-  defineTask({
-    type: "big.result.nodlq",
-    payload: Big,
-    deadLetter: false,
-    handler: async (p, ctx) => {
-      ran(ctx.id);
-      return "x".repeat(p.bytes);
-    },
-  }),
+  // the same result, dead-lettered or not when given up
+  defineTask({ type: "big.result", payload: Big, handler: bigResult }),
+  defineTask({ type: "big.result.nodlq", payload: Big, deadLetter: false, handler: bigResult }),
   /**
    * Checkpoints a small state, then `bytes` characters; reports what the second checkpoint did, then
    * reports progress with a message of `progressBytes` characters and returns a small result.
