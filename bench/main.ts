@@ -189,6 +189,9 @@ function render(r: Results): string {
       `urgent wait under ${ub.bulk.toLocaleString("en-US")} bulk, p50 / p99 / max (ms)`,
       `${ub.wait.p50Ms} / ${ub.wait.p99Ms} / ${ub.wait.maxMs} (${ub.urgentSent} at ${ub.urgentRatePerSec}/s)`,
     ]);
+    const { toDispatched: td, dispatchedToStarted: ds } = ub.stages;
+    rows.push(["  of which until dispatched, p50 / p99 (ms)", `${td.p50Ms} / ${td.p99Ms}`]);
+    rows.push(["  of which dispatched to started, p50 / p99 (ms)", `${ds.p50Ms} / ${ds.p99Ms}`]);
     rows.push(["  bulk drain meanwhile (tasks/s)", ub.bulkDrain.perSec]);
     const mb = slOk.millionBacklog;
     const backlog = mb.published.toLocaleString("en-US");

@@ -90,7 +90,7 @@ export const producer = {
 /**
  * Watches the state bucket and notes when each task with the watched id prefix reaches a final status:
  * the time it saw the record, the record's own `finishedAt − enqueuedAt` (whole ms, two clocks) and its
- * `startedAt` (the worker's `Date.now()`). A prefix ending in "." (`urgent.`) is a subject token, so the
+ * `startedAt` (the worker's `Date.now()`) and `dispatchedAt` (the dispatcher's). A prefix ending in "." (`urgent.`) is a subject token, so the
  * server filters the watch to those keys; any other prefix means watching every update.
  */
 export const observer = {
@@ -103,6 +103,7 @@ export const observer = {
     const observedAt: number[] = [];
     const recordMs: number[] = [];
     const startedAt: number[] = [];
+    const dispatchedAt: number[] = [];
     // the server's store time of the final record (ms): splits the latency into "stored" and "seen"
     const storedAt: number[] = [];
     const statuses = new Map<string, number>();
@@ -119,6 +120,7 @@ export const observer = {
         observedAt[seq] = epochMs();
         if (st.finishedAt !== undefined) recordMs[seq] = st.finishedAt - st.enqueuedAt;
         if (st.startedAt !== undefined) startedAt[seq] = st.startedAt;
+        if (st.dispatchedAt !== undefined) dispatchedAt[seq] = st.dispatchedAt;
         storedAt[seq] = e.created.getTime();
         statuses.set(st.status, (statuses.get(st.status) ?? 0) + 1);
         finals++;
@@ -139,6 +141,7 @@ export const observer = {
         observedAt,
         recordMs,
         startedAt,
+        dispatchedAt,
         storedAt,
         statuses: Object.fromEntries(statuses),
       }),

@@ -33,6 +33,12 @@ export type UrgentUnderBacklog = {
   urgentSent: number;
   /** Per urgent task: its record's `startedAt` (worker, whole ms) − the producer's send time, ms. */
   wait: LatencySummary;
+  /**
+   * The same wait in two parts, at the record's `dispatchedAt` (the dispatcher's clock): until the
+   * dispatcher sent it to the work stream (stored, pulled, held for a free slot), and from there until
+   * a worker started it (behind what was already in the work stream and the worker's queue).
+   */
+  stages: { toDispatched: LatencySummary; dispatchedToStarted: LatencySummary };
 };
 
 /** Memory while a large backlog drains; what is left after the sampling is purged. */
@@ -103,13 +109,19 @@ export async function urgentUnderBacklog(
   }
   const run = await urgent;
   await obs.call("waitFinal", { target: run.sent }, 60_000);
-  const seen = await obs.call<{ startedAt: number[] }>("take");
+  const seen = await obs.call<{ startedAt: number[]; dispatchedAt: number[] }>("take");
   await obs.stop();
   const waits: number[] = [];
+  const toDispatched: number[] = [];
+  const dispatchedToStarted: number[] = [];
   for (let i = 0; i < run.sent; i++) {
     const started = seen.startedAt[i];
-    if (started === undefined) throw new Error(`urgent task ${URGENT_IDS}${i} ended without a startedAt`);
+    const dispatched = seen.dispatchedAt[i];
+    if (started === undefined || dispatched === undefined)
+      throw new Error(`urgent task ${URGENT_IDS}${i} ended without a startedAt or dispatchedAt`);
     waits.push(started - run.sentAt[i]!);
+    toDispatched.push(dispatched - run.sentAt[i]!);
+    dispatchedToStarted.push(started - dispatched);
   }
   return {
     result: {
@@ -119,6 +131,10 @@ export async function urgentUnderBacklog(
       urgentRatePerSec: s.urgentRatePerSec,
       urgentSent: run.sent,
       wait: summarize(waits),
+      stages: {
+        toDispatched: summarize(toDispatched),
+        dispatchedToStarted: summarize(dispatchedToStarted),
+      },
     },
     worker,
   };
