@@ -37,6 +37,8 @@ export const ErrorCodes = {
   resultNotStorable: "result_not_storable",
   unknownTaskType: "unknown_task_type",
   workerLost: "worker_lost",
+  /** The record was stored and the task message never was (an interrupted request, never accepted). */
+  enqueueIncomplete: "enqueue_incomplete",
   cancelled: "cancelled",
   taskFinal: "task_final",
   taskNotRunning: "task_not_running",

@@ -303,6 +303,23 @@ export function toTaskMessage(input: z.output<typeof TaskInput>, now: number): T
 }
 
 /** The first state record of a task, as the gateway (or the dispatcher, for direct publishes) writes it. */
+/**
+ * True for a `queued` record still exactly as the gateway created it together with its task message:
+ * never dispatched, run or retried, and written within a second of `enqueuedAt` (a resumed or handed-back
+ * task is written later, under other msg ids). Such a record may be all an interrupted request left:
+ * the two go out together and different streams store them.
+ */
+export function isAsEnqueued(s: TaskState): boolean {
+  return (
+    s.status === "queued" &&
+    s.attempts === 0 &&
+    s.startedAt === undefined &&
+    s.dispatchedAt === undefined &&
+    s.runAt === undefined &&
+    s.updatedAt - s.enqueuedAt < 1_000
+  );
+}
+
 export function initialState(msg: TaskMessage, status: TaskStatus = "queued"): TaskState {
   const s: TaskState = {
     id: msg.id,

@@ -4,6 +4,7 @@ import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import { AckedPublisher, isWrongLastSequence } from "../../shared/nats/publisher.ts";
 import { isFinal, type TaskState, type TaskStatus } from "../../shared/task.ts";
+import { StrandedRecords } from "./stranded.ts";
 
 /** How long finished records are kept, by how they finished. */
 export type RetentionOptions = {
@@ -17,7 +18,20 @@ export type RetentionOptions = {
   batchMax?: number;
 };
 
+/** What one sweep did. */
+export type SweepResult = { removed: number; kept: number; stranded: number };
+
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** A record's state; undefined when unreadable (nothing can use it: removed). */
+function parseState(data: Uint8Array): TaskState | undefined {
+  try {
+    return JSON.parse(decoder.decode(data)) as TaskState;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Removes finished task records once their retention has passed, so the state bucket (and with it
@@ -28,6 +42,9 @@ const decoder = new TextDecoder();
  * must stay (not final yet, or a failure younger than its longer retention) is written again, which moves
  * it to the tail; then one purge removes everything before the first message it did not walk. One purge
  * per sweep instead of one delete per record, and no delete markers left behind.
+ *
+ * A `queued` record met there whose task message never reached the tasks stream is ended instead of
+ * kept (./stranded.ts): otherwise it would say `queued` for ever, moved to the tail every sweep.
  */
 export class RetentionSweeper {
   readonly #nc: NatsConnection;
@@ -63,31 +80,34 @@ export class RetentionSweeper {
     this.#publisher.close();
   }
 
-  /** One sweep; answers how many records it removed and how many it moved to the tail. */
-  async sweep(now = Date.now()): Promise<{ removed: number; kept: number }> {
-    if (this.#running) return { removed: 0, kept: 0 };
+  /**
+   * One sweep; answers how many records it removed, how many it moved to the tail, and how many
+   * stranded `queued` records it ended.
+   */
+  async sweep(now = Date.now()): Promise<SweepResult> {
+    if (this.#running) return { removed: 0, kept: 0, stranded: 0 };
     this.#running = true;
     try {
       return await this.#sweep(now);
     } catch (err) {
       this.#log.warn({ err: String(err) }, "retention sweep failed; will try again");
-      return { removed: 0, kept: 0 };
+      return { removed: 0, kept: 0, stranded: 0 };
     } finally {
       this.#running = false;
     }
   }
 
-  async #sweep(now: number): Promise<{ removed: number; kept: number }> {
+  async #sweep(now: number): Promise<SweepResult> {
     const stream = `KV_${this.#names.stateBucket}`;
     const info = await this.#jsm.streams.info(stream);
-    if (info.state.messages === 0) return { removed: 0, kept: 0 };
+    if (info.state.messages === 0) return { removed: 0, kept: 0, stranded: 0 };
     const cutoff = now - Math.min(this.#o.completedMs, this.#o.failedMs);
     const js = jetstream(this.#nc);
     const c = await js.consumers.get(stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: info.state.first_seq,
     });
-    const keep: { subject: string; data: Uint8Array; seq: number }[] = [];
+    const keep: { subject: string; data: Uint8Array; seq: number; state: TaskState }[] = [];
     let removed = 0;
     let purgeBelow = 0;
     let seen = 0;
@@ -107,34 +127,42 @@ export class RetentionSweeper {
           removed++;
           continue;
         }
-        if (this.#expired(m.data, now)) removed++;
-        else keep.push({ subject: m.subject, data: m.data, seq: m.seq });
+        const state = parseState(m.data);
+        if (!state || this.#expired(state, now)) removed++;
+        else keep.push({ subject: m.subject, data: m.data, seq: m.seq, state });
         if (m.info.pending === 0) break walk;
       }
       if (got === 0) break;
     }
-    if (purgeBelow <= info.state.first_seq) return { removed: 0, kept: 0 };
-    // move the records that stay past the purge point; a record rewritten meanwhile is there already
+    if (purgeBelow <= info.state.first_seq) return { removed: 0, kept: 0, stranded: 0 };
+    // records that stay move past the purge point, a stranded one as its final record; compare-and-set
+    // on the revision read, so a record rewritten meanwhile (moved on, or by a sweep elsewhere) wins
+    const stranded = new StrandedRecords(this.#jsm, this.#names);
+    const ended: string[] = [];
     await Promise.all(
-      keep.map((k) =>
-        this.#publisher.publish(k.subject, k.data, { expectLastSubjectSeq: k.seq }).catch((err) => {
+      keep.map(async (k) => {
+        let data = k.data;
+        if (StrandedRecords.candidate(k.state, now) && (await stranded.lacksMessage(k.state))) {
+          data = encoder.encode(JSON.stringify(StrandedRecords.ended(k.state, now)));
+          ended.push(k.state.id);
+        }
+        await this.#publisher.publish(k.subject, data, { expectLastSubjectSeq: k.seq }).catch((err) => {
           if (!isWrongLastSequence(err)) throw err;
-        }),
-      ),
+        });
+      }),
     );
     await this.#jsm.streams.purge(stream, { seq: purgeBelow });
     if (removed > 0)
       this.#log.info({ removed, kept: keep.length }, "retention: finished task records removed");
-    return { removed, kept: keep.length };
+    if (ended.length > 0)
+      this.#log.warn(
+        { stranded: ended.length, ids: ended.slice(0, 20) },
+        "retention: queued records whose task message was never stored ended as failed (enqueue_incomplete)",
+      );
+    return { removed, kept: keep.length - ended.length, stranded: ended.length };
   }
 
-  #expired(data: Uint8Array, now: number): boolean {
-    let s: TaskState;
-    try {
-      s = JSON.parse(decoder.decode(data)) as TaskState;
-    } catch {
-      return true; // unreadable: nothing can use it
-    }
+  #expired(s: TaskState, now: number): boolean {
     if (!isFinal(s.status)) return false;
     const at = s.finishedAt ?? s.updatedAt;
     return at + this.#retention(s.status) <= now;

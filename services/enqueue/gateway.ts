@@ -21,6 +21,7 @@ import { DUPLICATE_WINDOW_MS } from "../../shared/nats/topology.ts";
 import { assertDelayWithinLimit } from "../../shared/schedule.ts";
 import {
   initialState,
+  isAsEnqueued,
   type TaskMessage,
   type TaskState,
   type TaskStatus,
@@ -201,16 +202,7 @@ function endRejected(span: TaskSpan, err: unknown): void {
  * kept as a margin for the gateway's clock against the server's.
  */
 function mayLackItsMessage(prior: TaskState, now: number): boolean {
-  return (
-    prior.status === "queued" &&
-    prior.attempts === 0 &&
-    prior.startedAt === undefined &&
-    prior.dispatchedAt === undefined &&
-    prior.runAt === undefined &&
-    // created with its task message: a resumed or handed-back task was written later, under other msg ids
-    prior.updatedAt - prior.enqueuedAt < 1_000 &&
-    now - prior.updatedAt < DUPLICATE_WINDOW_MS - 10_000
-  );
+  return isAsEnqueued(prior) && now - prior.updatedAt < DUPLICATE_WINDOW_MS - 10_000;
 }
 
 /**
