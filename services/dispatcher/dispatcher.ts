@@ -50,6 +50,8 @@ export type DispatcherDeps = {
   onThrottle?: (type: string, reason: ThrottleReason) => void;
   /** Called when acked leftovers were removed from a stream (metrics hook, leftovers.ts). */
   onLeftoversRemoved?: (stream: string, n: number) => void;
+  /** Metrics hook: `n` stranded `queued` records of `type` ended by retention (./stranded.ts). */
+  onStrandedEnded?: (type: string, n: number) => void;
 };
 
 /**
@@ -189,6 +191,7 @@ export class Dispatcher {
       completedMs: this.#d.config.retentionCompletedMs,
       failedMs: this.#d.config.retentionFailedMs,
       sweepMs: this.#d.config.retentionSweepMs,
+      onStrandedEnded: this.#d.onStrandedEnded,
     });
     this.#retention.start();
     this.#leftovers = new LeftoverSweeper({ ...this.#d, onRemoved: this.#d.onLeftoversRemoved });

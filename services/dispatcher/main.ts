@@ -7,7 +7,7 @@ import { initProcessMetrics } from "../../shared/telemetry/metrics.ts";
 import { startTracing } from "../../shared/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { recordDispatch, recordLeftoversRemoved, recordThrottled } from "./metrics.ts";
+import { recordDispatch, recordLeftoversRemoved, recordStrandedEnded, recordThrottled } from "./metrics.ts";
 import { DispatcherMetricsSampler } from "./metrics-sampler.ts";
 
 /** The dispatcher process: config, connection, topology, one replica, and the one signal handler. */
@@ -45,6 +45,7 @@ try {
     onDispatch: recordDispatch,
     onThrottle: (type, reason) => recordThrottled(type, reason),
     onLeftoversRemoved: recordLeftoversRemoved,
+    onStrandedEnded: recordStrandedEnded,
   });
   const sampler = new DispatcherMetricsSampler({
     dispatcher,

@@ -49,6 +49,17 @@ export function recordLeftoversRemoved(stream: string, n: number): void {
   leftoversRemoved.inc({ stream }, n);
 }
 
+const strandedEnded = counter({
+  name: "sluice_stranded_records_ended_total",
+  help: "Queued task records whose task message was never stored (an interrupted enqueue, never accepted), ended as failed by retention.",
+  labelNames: ["type"] as const,
+});
+
+/** `n` stranded `queued` records of `type` ended by retention (stranded.ts). */
+export function recordStrandedEnded(type: string, n: number): void {
+  strandedEnded.inc({ type }, n);
+}
+
 /** 1 on the replica holding the dispatcher lease, 0 on standbys. */
 export const leader = gauge({
   name: "sluice_dispatcher_leader",

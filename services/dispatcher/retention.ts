@@ -16,6 +16,8 @@ export type RetentionOptions = {
   sweepMs: number;
   /** Most records examined in one sweep (bounds its time and memory). */
   batchMax?: number;
+  /** Metrics hook: `n` stranded `queued` records of `type` ended. */
+  onStrandedEnded?: (type: string, n: number) => void;
 };
 
 /** What one sweep did. */
@@ -51,7 +53,7 @@ export class RetentionSweeper {
   readonly #jsm: JetStreamManager;
   readonly #names: Names;
   readonly #log: Logger;
-  readonly #o: Required<RetentionOptions>;
+  readonly #o: Required<Omit<RetentionOptions, "onStrandedEnded">> & RetentionOptions;
   readonly #publisher: AckedPublisher;
   #timer: NodeJS.Timeout | undefined;
   #running = false;
@@ -138,13 +140,13 @@ export class RetentionSweeper {
     // records that stay move past the purge point, a stranded one as its final record; compare-and-set
     // on the revision read, so a record rewritten meanwhile (moved on, or by a sweep elsewhere) wins
     const stranded = new StrandedRecords(this.#jsm, this.#names);
-    const ended: string[] = [];
+    const ended: TaskState[] = [];
     await Promise.all(
       keep.map(async (k) => {
         let data = k.data;
         if (StrandedRecords.candidate(k.state, now) && (await stranded.lacksMessage(k.state))) {
           data = encoder.encode(JSON.stringify(StrandedRecords.ended(k.state, now)));
-          ended.push(k.state.id);
+          ended.push(k.state);
         }
         await this.#publisher.publish(k.subject, data, { expectLastSubjectSeq: k.seq }).catch((err) => {
           if (!isWrongLastSequence(err)) throw err;
@@ -154,11 +156,15 @@ export class RetentionSweeper {
     await this.#jsm.streams.purge(stream, { seq: purgeBelow });
     if (removed > 0)
       this.#log.info({ removed, kept: keep.length }, "retention: finished task records removed");
-    if (ended.length > 0)
+    if (ended.length > 0) {
+      const byType = new Map<string, number>();
+      for (const e of ended) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
+      for (const [type, n] of byType) this.#o.onStrandedEnded?.(type, n);
       this.#log.warn(
-        { stranded: ended.length, ids: ended.slice(0, 20) },
+        { stranded: ended.length, ids: ended.slice(0, 20).map((e) => e.id) },
         "retention: queued records whose task message was never stored ended as failed (enqueue_incomplete)",
       );
+    }
     return { removed, kept: keep.length - ended.length, stranded: ended.length };
   }
 

@@ -80,13 +80,20 @@ describe("dispatcher - stranded queued records", () => {
       },
     });
 
+    const ended: [string, number][] = [];
     const sweeper = new RetentionSweeper(
       { nc, jsm: await jetstreamManager(nc), names: n, log },
-      { completedMs: 60_000, failedMs: 60_000, sweepMs: 60_000 },
+      {
+        completedMs: 60_000,
+        failedMs: 60_000,
+        sweepMs: 60_000,
+        onStrandedEnded: (type, k) => ended.push([type, k]),
+      },
     );
     // ten minutes ahead: every record is past the sweep's cutoff, and past the margin unless said
     const now = Date.now() + 10 * 60_000;
     expect(await sweeper.sweep(now)).toEqual({ removed: 0, kept: 5, stranded: 2 });
+    expect(ended).toEqual([["st.a", 2]]);
 
     const kv = await new Kvm(nc).open(n.stateBucket);
     const get = async (id: string) => (await kv.get(id))?.json<TaskState>();
@@ -104,6 +111,7 @@ describe("dispatcher - stranded queued records", () => {
     expect((await get("retrying"))?.status).toBe("retrying");
     // the ended records are final now: a later sweep keeps them for their retention and ends nothing
     expect(await sweeper.sweep(now + 1_000)).toEqual({ removed: 0, kept: 7, stranded: 0 });
+    expect(ended).toHaveLength(1);
     expect((await get("stranded"))?.status).toBe("failed");
   });
 });
