@@ -7,6 +7,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // stops the processes of a suite whose fork died before its afterAll (test/support/orphans.ts)
+    globalSetup: ["test/support/orphans.ts"],
     exclude: ["test/reliability/**", "node_modules/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -8,6 +8,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/reliability/**/*.test.ts"],
+    globalSetup: ["test/support/orphans.ts"],
     testTimeout: 15 * 60_000,
     hookTimeout: 5 * 60_000,
     pool: "forks",

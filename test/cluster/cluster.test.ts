@@ -5,6 +5,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { freePort, type LocalServer, startNatsServer } from "../../shared/nats/local-server.ts";
+import { trackServer } from "../support/orphans.ts";
 import { type ServiceProcess, spawnService, waitFor } from "../support/processes.ts";
 import { FIXTURE_TASKS } from "../support/stack.ts";
 
@@ -12,13 +13,15 @@ import { FIXTURE_TASKS } from "../support/stack.ts";
 async function startCluster(dir: string): Promise<LocalServer[]> {
   const clusterPorts = [await freePort(), await freePort(), await freePort()];
   return Promise.all(
-    clusterPorts.map((port, i) =>
-      startNatsServer({
-        storeDir: join(dir, `n${i + 1}`),
-        name: `n${i + 1}`,
-        logFile: join(dir, `n${i + 1}.log`),
-        cluster: { name: "sluice-test", port, routes: clusterPorts.filter((p) => p !== port) },
-      }),
+    clusterPorts.map(async (port, i) =>
+      trackServer(
+        await startNatsServer({
+          storeDir: join(dir, `n${i + 1}`),
+          name: `n${i + 1}`,
+          logFile: join(dir, `n${i + 1}.log`),
+          cluster: { name: "sluice-test", port, routes: clusterPorts.filter((p) => p !== port) },
+        }),
+      ),
     ),
   );
 }

@@ -6,6 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { freePort, type LocalServer, startNatsServer } from "../../shared/nats/local-server.ts";
 import { startTestNats, type TestNats } from "../support/nats.ts";
+import { trackServer } from "../support/orphans.ts";
 import { type ServiceProcess, spawnService, waitFor } from "../support/processes.ts";
 
 let proc: ServiceProcess | undefined;
@@ -73,7 +74,9 @@ describe("enqueue process", () => {
     expect(proc.logs.some((l) => l.msg === "ready")).toBe(false);
 
     lateDir = mkdtempSync(join(tmpdir(), "sluice-test-"));
-    late = await startNatsServer({ port, storeDir: lateDir, bin: process.env.NATS_SERVER_BIN || undefined });
+    late = trackServer(
+      await startNatsServer({ port, storeDir: lateDir, bin: process.env.NATS_SERVER_BIN || undefined }),
+    );
     await proc.waitForLog((l) => l.msg === "ready", 15_000);
     await waitFor(async () => (await fetch(`${base}/readyz`)).status === 200, 10_000);
     expect((await post(listening.port, { type: "late" })).status).toBe(202);

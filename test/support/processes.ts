@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { SERVICE_ENV, serviceNodeFlags } from "../../shared/node-flags.ts";
+import { track } from "./orphans.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -32,6 +33,7 @@ export function spawnService(
     env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", AUTH_ENABLED: "false", ...SERVICE_ENV, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  track(child, `services/${name}/main.ts`);
   const logs: Record<string, unknown>[] = [];
   const waiters: {
     pred: (l: Record<string, unknown>) => boolean;
