@@ -53,7 +53,7 @@ export class RetentionSweeper {
   readonly #jsm: JetStreamManager;
   readonly #names: Names;
   readonly #log: Logger;
-  readonly #o: Required<Omit<RetentionOptions, "onStrandedEnded">> & RetentionOptions;
+  readonly #o: RetentionOptions & { batchMax: number };
   readonly #publisher: AckedPublisher;
   #timer: NodeJS.Timeout | undefined;
   #running = false;
@@ -143,14 +143,14 @@ export class RetentionSweeper {
     const ended: TaskState[] = [];
     await Promise.all(
       keep.map(async (k) => {
-        let data = k.data;
-        if (StrandedRecords.candidate(k.state, now) && (await stranded.lacksMessage(k.state))) {
-          data = encoder.encode(JSON.stringify(StrandedRecords.ended(k.state, now)));
-          ended.push(k.state);
-        }
-        await this.#publisher.publish(k.subject, data, { expectLastSubjectSeq: k.seq }).catch((err) => {
+        const end = StrandedRecords.candidate(k.state, now) && (await stranded.lacksMessage(k.state));
+        const data = end ? encoder.encode(JSON.stringify(StrandedRecords.ended(k.state, now))) : k.data;
+        try {
+          await this.#publisher.publish(k.subject, data, { expectLastSubjectSeq: k.seq });
+          if (end) ended.push(k.state);
+        } catch (err) {
           if (!isWrongLastSequence(err)) throw err;
-        });
+        }
       }),
     );
     await this.#jsm.streams.purge(stream, { seq: purgeBelow });
