@@ -47,7 +47,7 @@ fi
 # flags as in shared/node-flags.ts
 case "$svc" in
   enqueue) flags="--max-semi-space-size=8 --heap-growing-percent=30" ;;
-  dispatcher) flags="--max-semi-space-size=8" ;;
+  dispatcher) flags="--max-semi-space-size=4" ;;
   worker) flags="--max-semi-space-size=4" ;;
 esac
 # shellcheck disable=SC2086 # the flags are words

@@ -8,7 +8,10 @@
  * `--max-semi-space-size` (MiB): V8 sizes the young generation from the machine's memory, up to 32 MiB
  * per semi-space here, and our services allocate fast and keep little, so it grew to its maximum under
  * load (RSS ~300 MiB). 8 MiB keeps the scavenges short; the worker, which allocates most per task, gets
- * 4: its RSS at full speed went from ~190–199 MiB to ~175–188 for ~5% more worker CPU.
+ * 4: its RSS at full speed went from ~190–199 MiB to ~175–188 for ~5% more worker CPU. The dispatcher
+ * gets 4 too: with 8 it reached 191.5 MiB in one bench run (the target is 190.7); in two alternating
+ * pairs of full Sluice runs, 4 against 8 gave a dispatcher RSS max of 183 / 160 against 192 / 177 MiB,
+ * and no more dispatcher CPU per task (67 / 51 against 70 / 53 µs during the million-task drain).
  *
  * `--heap-growing-percent=30` (gateway only): after each full collection V8 lets the old generation grow
  * to 1.3× what survived instead of its adaptive factor (up to 4×). Under NATS request load the gateway
@@ -20,7 +23,7 @@ export type ServiceName = "enqueue" | "dispatcher" | "worker";
 
 const FLAGS: Record<ServiceName, readonly string[]> = {
   enqueue: ["--max-semi-space-size=8", "--heap-growing-percent=30"],
-  dispatcher: ["--max-semi-space-size=8"],
+  dispatcher: ["--max-semi-space-size=4"],
   worker: ["--max-semi-space-size=4"],
 };
 
