@@ -79,12 +79,17 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
         ...(process.env.DEBUG_CLUSTER ? { LOG_LEVEL: "debug" } : {}),
       }),
     );
+    // debug logs and metrics: what the dump shows of the worker's side if the stall in
+    // docs/reliability.md (Known issues 2) happens again
+    const workerMetricsPort = await freePort();
     procs.push(
       spawnService("worker", {
         ...env,
         WORKER_TASKS_MODULE: FIXTURE_TASKS,
         WORKER_TYPES: "test.record",
         HEARTBEAT_MS: "500",
+        LOG_LEVEL: "debug",
+        METRICS_PORT: String(workerMetricsPort),
       }),
     );
     await Promise.all(procs.slice(1).map((p) => p.waitForLog((l) => l.msg === "ready", 30_000)));
@@ -175,6 +180,20 @@ describe("cluster - a 3-node JetStream cluster with R3 streams", () => {
         const lines = readFileSync(join(dir, `n${i + 1}.log`), "utf8").split("\n");
         const notable = lines.filter((l) => /\[(WRN|ERR)\]|leader|election|[Cc]atchup/.test(l));
         console.log(`n${i + 1} log (last notable lines)\n${notable.slice(-25).join("\n")}`);
+      }
+      const worker = procs[2]!.logs.slice(-30).map((l) => ({ ...l, time: undefined, pid: undefined }));
+      console.log("worker log tail", JSON.stringify(worker));
+      try {
+        const text = await (await fetch(`http://127.0.0.1:${workerMetricsPort}/metrics`)).text();
+        console.log(
+          "worker metrics\n" +
+            text
+              .split("\n")
+              .filter((l) => l.startsWith("sluice_") && !l.includes("_bucket"))
+              .join("\n"),
+        );
+      } catch (err) {
+        console.log("worker metrics not read", String(err));
       }
       const acct = procs[1]!.logs.filter((l) => l.msg === "dispatch accounting");
       console.log("accounting", JSON.stringify(acct.slice(-3)));
