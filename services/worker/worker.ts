@@ -63,6 +63,8 @@ type Runner = {
   running: Set<Execution>;
   /** Executions past their handler, storing the final state; they hold no slot. */
   finishing: Set<Execution>;
+  /** Deliveries given back while too many final writes were under way: demand to ask for again. */
+  deferred: number;
   puller: Puller;
   /** Slots freed since the last notice to the dispatcher. */
   freed: number;
@@ -73,6 +75,8 @@ type Runner = {
 const encoder = new TextEncoder();
 /** How often running tasks are checked for their deadline and delayed `running` write, ms. */
 const SWEEP_MS = 10;
+/** Final writes under way per slot beyond which deliveries are given back. */
+const FINISHING_PER_SLOT = 4;
 
 /**
  * A worker process's engine: registers its types and slots, pulls work only for free slots, runs
@@ -133,6 +137,7 @@ export class Worker {
         slots,
         running: new Set(),
         finishing: new Set(),
+        deferred: 0,
         freed: 0,
         freedKeys: new Map(),
         puller: new Puller(this.#d.nc, names.workStream, names.workConsumer(def.type), {
@@ -202,10 +207,17 @@ export class Worker {
   }
 
   #onDelivery(r: Runner, m: Delivery): void {
-    // over-delivery (a reconnect doubled a pull request), draining, or too many final writes backed up
-    // (NATS is slow: stop taking work rather than pile it up): give it straight back
-    if (this.#state !== "running" || r.running.size >= r.slots || r.finishing.size >= r.slots * 4) {
+    // over-delivery (a reconnect doubled a pull request) or draining: give it straight back
+    if (this.#state !== "running" || r.running.size >= r.slots) {
       m.nak();
+      return;
+    }
+    // too many final writes backed up (NATS is slow): stop taking work rather than pile it up. This
+    // delivery spent a unit of demand that no freed slot will renew (nothing runs), so it is asked for
+    // again once the writes drain; without that the worker sat idle beside a full work stream.
+    if (r.finishing.size >= r.slots * FINISHING_PER_SLOT) {
+      m.nak();
+      r.deferred++;
       return;
     }
     const e = new Execution(
@@ -249,6 +261,10 @@ export class Worker {
   #onDone(r: Runner, e: Execution, outcome: Outcome): void {
     r.running.delete(e);
     r.finishing.delete(e);
+    if (r.deferred > 0 && this.#state === "running" && r.finishing.size < r.slots * FINISHING_PER_SLOT) {
+      r.puller.request(r.deferred);
+      r.deferred = 0;
+    }
     this.#d.onOutcome?.(r.def.type, outcome, e);
     if (outcome !== "redelivered" && outcome !== "skipped" && e.id)
       this.#notices.add(r.def.type, outcome, e.id);
