@@ -302,7 +302,6 @@ export function toTaskMessage(input: z.output<typeof TaskInput>, now: number): T
   return msg;
 }
 
-/** The first state record of a task, as the gateway (or the dispatcher, for direct publishes) writes it. */
 /**
  * True for a `queued` record still exactly as the gateway created it together with its task message:
  * never dispatched, run or retried, and written within a second of `enqueuedAt` (a resumed or handed-back
@@ -320,6 +319,7 @@ export function isAsEnqueued(s: TaskState): boolean {
   );
 }
 
+/** The first state record of a task, as the gateway (or the dispatcher, for direct publishes) writes it. */
 export function initialState(msg: TaskMessage, status: TaskStatus = "queued"): TaskState {
   const s: TaskState = {
     id: msg.id,
