@@ -77,7 +77,8 @@ function shutdown(code: number): Promise<never> {
       const note = beforeReady ? ", stopped before it was ready" : "";
       say(clean ? "INFO" : "ERROR", `${name} exited (${describe(status)}${note})`);
     }
-    const nats = await sup.stop(["nats"], 5_000);
+    // SIGINT: nats-server shuts down as on SIGTERM, but exits 0 instead of 1 (2.9.10)
+    const nats = await sup.stop(["nats"], 5_000, "SIGINT");
     for (const [name, status] of nats) say("INFO", `${name} exited (${describe(status)})`);
     say(exitCode === 0 ? "INFO" : "ERROR", `stopped, exit code ${exitCode}`);
     process.exit(exitCode);

@@ -96,17 +96,21 @@ export class Supervisor {
   }
 
   /**
-   * Ask the named children to stop with SIGTERM, all at once, and wait for them; any still running
-   * after `timeoutMs` gets SIGKILL. Resolves with how each ended.
+   * Ask the named children to stop with `signal` (SIGTERM unless said), all at once, and wait for them;
+   * any still running after `timeoutMs` gets SIGKILL. Resolves with how each ended.
    */
-  async stop(names: readonly string[], timeoutMs: number): Promise<Map<string, ExitStatus>> {
+  async stop(
+    names: readonly string[],
+    timeoutMs: number,
+    signal: NodeJS.Signals = "SIGTERM",
+  ): Promise<Map<string, ExitStatus>> {
     const targets = names.flatMap((n) => {
       const s = this.#children.get(n);
       return s ? [s] : [];
     });
     for (const s of targets) {
       this.#expected.add(s.name);
-      if (isRunning(s.child)) s.child.kill("SIGTERM");
+      if (isRunning(s.child)) s.child.kill(signal);
     }
     const timer = setTimeout(() => {
       for (const s of targets) if (isRunning(s.child)) s.child.kill("SIGKILL");

@@ -91,7 +91,8 @@ describe("npm start", () => {
       expect(status, lines.slice(-30).join("\n")).toEqual({ code: 0, signal: null });
       for (const [name, pid] of started) expect(alive(pid), `${name} (pid ${pid}) still runs`).toBe(false);
       const out = lines.join("\n");
-      for (const name of ["enqueue", "dispatcher", "worker"])
+      // nats-server too: after SIGTERM it would exit 1, which reads as a failure in the log
+      for (const name of ["enqueue", "dispatcher", "worker", "nats"])
         expect(out).toContain(`${name} exited (code 0)`);
     } finally {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
