@@ -73,8 +73,8 @@ export type LocalServer = {
   readonly process: ChildProcess;
   /**
    * SIGINT, then SIGKILL after `graceMs`; resolves when the process exited. nats-server shuts down the
-   * same way on SIGINT and SIGTERM, but exits 1 after SIGTERM (2.9.10), which read as a failure in
-   * `npm start`'s log; after SIGINT it exits 0.
+   * same way on SIGINT and SIGTERM, but exits 1 after SIGTERM (2.9.10): a clean stop should not look
+   * like a failure (`npm start` stops it the same way).
    */
   stop(graceMs?: number): Promise<void>;
   /** SIGKILL, for crash tests. */
