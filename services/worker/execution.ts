@@ -49,6 +49,8 @@ export type Outcome = TaskStatus | "redelivered" | "skipped";
 type HandlerResult = { result: unknown } | { error: unknown };
 
 const decoder = new TextDecoder();
+/** Task message fields every record of the task carries, when set. */
+const CARRIED = ["maxAttempts", "timeoutMs", "idempotencyKey", "concurrencyKey", "replayOf"] as const;
 const PROGRESS_WRITE_MS = 500;
 const MAX_ERROR_MESSAGE = 2048;
 
@@ -88,10 +90,7 @@ export class Execution {
     this.#def = def;
     this.delivery = delivery;
     this.#release = release;
-    this.#rec = new Recorder(
-      { publisher: deps.publisher, names: deps.names, workerId: deps.workerId },
-      delivery,
-    );
+    this.#rec = new Recorder(deps, delivery);
   }
 
   /** Task id once parsed. */
@@ -182,8 +181,7 @@ export class Execution {
       updatedAt: this.startedAt,
       workerId: this.#deps.workerId,
     };
-    for (const k of ["maxAttempts", "timeoutMs", "idempotencyKey", "concurrencyKey", "replayOf"] as const)
-      if (msg[k] !== undefined) (this.#base as Record<string, unknown>)[k] = msg[k];
+    for (const k of CARRIED) if (msg[k] !== undefined) (this.#base as Record<string, unknown>)[k] = msg[k];
 
     // a signal sent before the task got here
     let signal = this.#deps.signals.get(msg.id);

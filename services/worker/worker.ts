@@ -12,7 +12,7 @@ import { type Signal, SignalWatcher } from "../../shared/signals.ts";
 import type { TaskMessage } from "../../shared/task.ts";
 import type { WorkerRecord } from "../../shared/workers.ts";
 import type { Config } from "./config.ts";
-import { Execution, type Outcome } from "./execution.ts";
+import { Execution, type ExecutionDeps, type Outcome } from "./execution.ts";
 import type { ExecutionObserver } from "./observer.ts";
 import { OutcomeNotices } from "./outcome-notices.ts";
 import type { RetryPolicy } from "./retry-policy.ts";
@@ -96,12 +96,29 @@ export class Worker {
   readonly #notices: OutcomeNotices;
   #idle: (() => void) | undefined;
   readonly #signals: SignalWatcher;
+  /** What every execution gets from this worker: one object, not one per task. */
+  readonly #execDeps: ExecutionDeps;
 
   constructor(deps: WorkerDeps) {
     this.#d = deps;
     this.#publisher = new AckedPublisher(deps.nc);
     this.#notices = new OutcomeNotices(deps.nc, deps.names);
     this.#signals = new SignalWatcher(deps.signals, deps.log, (id, s) => this.#onSignal(id, s));
+    this.#execDeps = {
+      workerId: deps.config.workerId,
+      names: deps.names,
+      state: deps.state,
+      publisher: this.#publisher,
+      log: deps.log,
+      signals: this.#signals,
+      runningWriteAfterMs: deps.config.runningWriteAfterMs,
+      maxResultBytes: deps.config.maxResultBytes,
+      abortGraceMs: 5_000,
+      observer: deps.observer,
+      policy: (def, msg) => this.#policy(def, msg),
+      onRateLimited: (type, retryAfterMs) =>
+        deps.nc.publish(deps.names.throttleSubject(type), encoder.encode(JSON.stringify({ retryAfterMs }))),
+    };
   }
 
   /** Current lifecycle state. */
@@ -220,29 +237,7 @@ export class Worker {
       r.deferred++;
       return;
     }
-    const e = new Execution(
-      {
-        workerId: this.#d.config.workerId,
-        names: this.#d.names,
-        state: this.#d.state,
-        publisher: this.#publisher,
-        log: this.#d.log,
-        signals: this.#signals,
-        runningWriteAfterMs: this.#d.config.runningWriteAfterMs,
-        maxResultBytes: this.#d.config.maxResultBytes,
-        abortGraceMs: 5_000,
-        observer: this.#d.observer,
-        policy: (def, msg) => this.#policy(def, msg),
-        onRateLimited: (type, retryAfterMs) =>
-          this.#d.nc.publish(
-            this.#d.names.throttleSubject(type),
-            encoder.encode(JSON.stringify({ retryAfterMs })),
-          ),
-      },
-      r.def,
-      m,
-      () => this.#onSlotFree(r, e),
-    );
+    const e = new Execution(this.#execDeps, r.def, m, () => this.#onSlotFree(r, e));
     r.running.add(e);
     void e.run().then((outcome) => this.#onDone(r, e, outcome));
   }
