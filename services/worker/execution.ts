@@ -36,6 +36,12 @@ export type ExecutionDeps = {
   policy: (def: TaskDefinition, msg: TaskMessage) => RetryPolicy;
   /** A handler reported a rate limit: hold the type back. */
   onRateLimited: (type: string, retryAfterMs: number) => void;
+  /**
+   * True while first deliveries may repeat finished work: for a while after the connection to NATS
+   * came back, since a server that crashed can lose acks and deliver acked messages again as first
+   * deliveries (docs/reliability.md, Known issues 1). Their records are read then, as redeliveries' are.
+   */
+  replaySuspected: () => boolean;
   /** Sees the attempt begin and end (metrics, tracing). */
   observer?: ExecutionObserver | undefined;
 };
@@ -187,8 +193,9 @@ export class Execution {
     let signal = this.#deps.signals.get(msg.id);
     if (signal?.action === "cancel") return this.#cancelled();
     // a redelivery, a retry or a resumed task: its record has history (a checkpoint, or a finished attempt
-    // whose ack was lost); a first delivery of a new task has none worth a read on the hot path
-    if (d.deliveryCount > 1 || attempt > 1 || msg.resumed) {
+    // whose ack was lost); a first delivery of a new task has none worth a read on the hot path, except
+    // just after a reconnect, when a crashed server may hand out acked work again as first deliveries
+    if (d.deliveryCount > 1 || attempt > 1 || msg.resumed || this.#deps.replaySuspected()) {
       const prior = await this.#readState(msg.id);
       if (prior && isFinal(prior.status)) {
         this.#rec.ack();

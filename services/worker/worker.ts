@@ -96,6 +96,8 @@ export class Worker {
   readonly #notices: OutcomeNotices;
   #idle: (() => void) | undefined;
   readonly #signals: SignalWatcher;
+  /** Until when (epoch ms) first deliveries have their records read: see ExecutionDeps.replaySuspected. */
+  #replaySuspectedUntil = 0;
   /** What every execution gets from this worker: one object, not one per task. */
   readonly #execDeps: ExecutionDeps;
 
@@ -116,6 +118,7 @@ export class Worker {
       abortGraceMs: 5_000,
       observer: deps.observer,
       policy: (def, msg) => this.#policy(def, msg),
+      replaySuspected: () => this.#replaySuspectedUntil > Date.now(),
       onRateLimited: (type, retryAfterMs) =>
         deps.nc.publish(deps.names.throttleSubject(type), encoder.encode(JSON.stringify({ retryAfterMs }))),
     };
@@ -351,6 +354,10 @@ export class Worker {
   async #watchReconnects(): Promise<void> {
     for await (const s of this.#d.nc.status()) {
       if (s.type !== "reconnect") continue;
+      // Acks the server had not yet written come back as first deliveries: those of messages
+      // delivered since its last flush at once, those that were awaiting their ack after the ack wait.
+      // Two ack waits cover both; reading records meanwhile costs a KV get per task.
+      this.#replaySuspectedUntil = Date.now() + 2 * this.#d.config.workAckWaitMs;
       // the server may have lost our pull requests with its restart: ask again for what we still need
       for (const r of this.#runners.values()) r.puller.reset();
       void this.#register();
