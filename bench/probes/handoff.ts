@@ -24,12 +24,12 @@
  * Loopback only; bounded by its count and a 3-minute deadline.
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection, headers as newHeaders } from "@nats-io/transport-node";
 import { AckedPublisher } from "../../shared/nats/publisher.ts";
 import { killAllNow, register } from "../lib/children.ts";
+import { cpuSeconds } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
 
 type Mode = "raw" | "stream" | "handoff";
@@ -41,12 +41,8 @@ const ACK = enc.encode("+ACK");
 const BODY = "x".repeat(64);
 const ACK_HEADER = "Probe-Ack";
 
-/** Node's /proc CPU seconds (user + system) of a process. */
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const t = f.slice(f.lastIndexOf(")") + 2).split(" ");
-  return (Number(t[11]) + Number(t[12])) / 100;
-}
+/** CPU seconds (user + system) of a running process; NaN once it is gone. */
+const cpuSecondsOf = (pid: number): number => cpuSeconds(pid) ?? Number.NaN;
 
 async function producer(s: Spec): Promise<void> {
   const nc = await connect({ servers: s.url, name: "probe-producer" });
@@ -250,7 +246,7 @@ async function runOnce(mode: Mode, count: number, inflight: number) {
     await Promise.all(kids.map((k) => k.wait("ready")));
     const pids: Record<string, number> = { "nats-server": nats.pid };
     for (const [i, r] of roles.entries()) pids[r] = kids[i]!.proc.pid!;
-    const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p)]));
+    const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSecondsOf(p)]));
     const prod = spawnRole("producer", s);
     kids.push(prod);
     const finished = (await kids[0]!.wait("finishedAt")).finishedAt as number;
@@ -259,7 +255,7 @@ async function runOnce(mode: Mode, count: number, inflight: number) {
     const perTask = (sec: number) => Math.round((sec / count) * 1e7) / 10;
     const cpu: Record<string, number> = { producer: perTask(p.cpuSeconds as number) };
     for (const [k, pid] of Object.entries(pids))
-      if (k !== "producer") cpu[k] = perTask(cpuSeconds(pid) - before[k]!);
+      if (k !== "producer") cpu[k] = perTask(cpuSecondsOf(pid) - before[k]!);
     return { mode, count, perSec: Math.round(count / ((finished - startedAt) / 1000)), cpuUsPerTask: cpu };
   } finally {
     for (const k of kids) k.proc.kill("SIGKILL");

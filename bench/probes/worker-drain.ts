@@ -10,7 +10,6 @@
  * Prints one JSON line per run ({perSec, workerUsPerTask, serverUsPerTask}) and the medians.
  * Loopback only; bounded by its count and a 3-minute deadline.
  */
-import { readFileSync } from "node:fs";
 import { connect, headers as newHeaders } from "@nats-io/transport-node";
 import { Headers } from "../../shared/headers.ts";
 import { names } from "../../shared/names.ts";
@@ -19,17 +18,15 @@ import { ensureTopology, ensureTypeConsumers, WORK_ACK_WAIT_MS } from "../../sha
 import { cleanupAll, killAllNow } from "../lib/children.ts";
 import { until } from "../lib/clock.ts";
 import { payloadBytes } from "../lib/payload.ts";
+import { cpuSeconds } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
 import { startService, stopService } from "../lib/services.ts";
 
+/** CPU seconds (user + system) of a running process; NaN once it is gone. */
+const cpuSecondsOf = (pid: number): number => cpuSeconds(pid) ?? Number.NaN;
+
 const PREFIX = "sluice";
 const TYPE = "noop";
-
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const t = f.slice(f.lastIndexOf(")") + 2).split(" ");
-  return (Number(t[11]) + Number(t[12])) / 100;
-}
 
 async function runOnce(count: number) {
   const nats = await startNats();
@@ -55,7 +52,7 @@ async function runOnce(count: number) {
       }
       await Promise.all(batch);
     }
-    const serverBefore = cpuSeconds(nats.pid);
+    const serverBefore = cpuSecondsOf(nats.pid);
     const startedAt = Date.now();
     const worker = await startService("worker", {
       NATS_URL: nats.url,
@@ -75,8 +72,8 @@ async function runOnce(count: number) {
       20,
     );
     const seconds = (Date.now() - startedAt) / 1000;
-    const workerCpu = cpuSeconds(worker.child.pid!);
-    const serverCpu = cpuSeconds(nats.pid) - serverBefore;
+    const workerCpu = cpuSecondsOf(worker.child.pid!);
+    const serverCpu = cpuSecondsOf(nats.pid) - serverBefore;
     const stored = (await jsm.streams.info(`KV_${n.stateBucket}`)).state.messages;
     await stopService(worker);
     if (stored !== count) throw new Error(`${stored} state records for ${count} tasks`);
