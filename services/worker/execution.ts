@@ -199,11 +199,13 @@ export class Execution {
       const prior = await this.#readState(msg.id);
       if (prior && isFinal(prior.status)) {
         this.#rec.ack();
+        this.#deps.observer?.skipped(msg.type, "already_final");
         return "skipped";
       }
       if (prior?.status === "retrying" && prior.attempts >= attempt) {
         // this attempt already failed and was handed to the scheduler before its ack was lost
         this.#rec.ack();
+        this.#deps.observer?.skipped(msg.type, "already_retried");
         return "skipped";
       }
       if (prior?.checkpoint !== undefined) this.#checkpoint = prior.checkpoint;

@@ -36,6 +36,16 @@ const waitSeconds = histogram({
   buckets: TASK_SECONDS_BUCKETS,
 });
 
+/** Why a delivery was acked without running its handler. */
+export const SKIP_REASONS = ["already_final", "already_retried"] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+
+const skipped = counter({
+  name: "sluice_deliveries_skipped_total",
+  help: "Deliveries acked without running the handler because the task's record says the work is done: already_final (a finished task delivered again), already_retried (an attempt already handed to the scheduler), by type.",
+  labelNames: ["type", "reason"] as const,
+});
+
 const heartbeats = counter({
   name: "sluice_worker_heartbeats_total",
   help: "Registration heartbeats this worker wrote.",
@@ -90,10 +100,19 @@ export function recordFinished(type: string, outcome: FinishedOutcome, ranMs: nu
   runSeconds.observe({ type, outcome }, Math.max(0, ranMs) / 1000);
 }
 
+/**
+ * A delivery of `type` was acked without running: its record showed the work done (a redelivery
+ * after a lost ack, or acked work a crashed server handed out again).
+ */
+export function recordSkipped(type: string, reason: SkipReason): void {
+  skipped.inc({ type, reason });
+}
+
 /** Create the attempt series of a type at 0, so a type that ran nothing yet shows a flat line. */
 export function primeWorkerSeries(type: string): void {
   started.inc({ type }, 0);
   for (const outcome of FINISHED_OUTCOMES) finished.inc({ type, outcome }, 0);
+  for (const reason of SKIP_REASONS) skipped.inc({ type, reason }, 0);
 }
 
 /** A heartbeat was written. */

@@ -3,7 +3,14 @@ import { isRateLimited } from "../../shared/errors.ts";
 import { recordDeadLetter } from "../../shared/telemetry/lifecycle-metrics.ts";
 import { SpanKind, startTaskSpan } from "../../shared/telemetry/spans.ts";
 import type { Outcome } from "./execution.ts";
-import { type FinishedOutcome, primeWorkerSeries, recordFinished, recordStarted } from "./metrics.ts";
+import {
+  type FinishedOutcome,
+  primeWorkerSeries,
+  recordFinished,
+  recordSkipped,
+  recordStarted,
+  type SkipReason,
+} from "./metrics.ts";
 
 /**
  * The execution hook that carries metrics and tracing, so the execution itself only says "an attempt
@@ -36,7 +43,11 @@ export type AttemptScope = {
 };
 
 /** The hook an execution calls; see {@link createExecutionObserver}. */
-export type ExecutionObserver = { begin(a: AttemptStart): AttemptScope };
+export type ExecutionObserver = {
+  begin(a: AttemptStart): AttemptScope;
+  /** A delivery was acked without an attempt: its record showed the work done. */
+  skipped(type: string, reason: SkipReason): void;
+};
 
 /** Run `fn` inside `scope` when there is one. */
 export function inScope<T>(scope: AttemptScope | undefined, fn: () => T): T {
@@ -47,6 +58,7 @@ export function inScope<T>(scope: AttemptScope | undefined, fn: () => T): T {
 export function createExecutionObserver(types: Iterable<string> = []): ExecutionObserver {
   for (const t of types) primeWorkerSeries(t);
   return {
+    skipped: recordSkipped,
     begin(a) {
       const beganAt = Date.now();
       recordStarted(a.type, beganAt - Math.max(a.enqueuedAt, a.runAt ?? 0));

@@ -2,7 +2,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { names } from "../../shared/names.ts";
-import type { LocalServer } from "../../shared/nats/local-server.ts";
+import { freePort, type LocalServer } from "../../shared/nats/local-server.ts";
+import { parseSamples, sumOf } from "../observability/support/promql.ts";
 import { trackServer } from "../support/orphans.ts";
 import { waitFor } from "../support/processes.ts";
 import { type Stack, startStack } from "../support/stack.ts";
@@ -29,11 +30,19 @@ describe("worker - first deliveries after a reconnect", () => {
   it("skips a finished task delivered again after the server restarted, and runs new ones", async () => {
     stack = await startStack();
     await stack.dispatcher();
-    const worker = await stack.worker({ WORKER_TYPES: "test.record" });
+    const metricsPort = await freePort();
+    const worker = await stack.worker({ WORKER_TYPES: "test.record", METRICS_PORT: String(metricsPort) });
+    const skipped = async () =>
+      sumOf(
+        parseSamples(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()),
+        "sluice_deliveries_skipped_total",
+        { type: "test.record", reason: "already_final" },
+      );
     const posted = await stack.post({ type: "test.record", payload: { n: 1 } });
     const id = posted.body.id as string;
     const done = await stack.waitForStatus(id, ["completed"], 10_000);
     expect(stack.runs().filter((r) => r.id === id)).toHaveLength(1);
+    expect(await skipped()).toBe(0);
 
     await stack.nats.stop();
     restarted = trackServer(await stack.nats.restart());
@@ -77,5 +86,7 @@ describe("worker - first deliveries after a reconnect", () => {
     expect(stack.runs().filter((r) => r.id === id)).toHaveLength(1);
     expect(stack.runs().filter((r) => r.id === after.body.id)).toHaveLength(1);
     expect((await stack.get(id))?.status).toBe("completed");
+    // counted, so an operator sees that a crash handed out work again
+    expect(await skipped()).toBe(1);
   });
 });
