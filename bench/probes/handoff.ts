@@ -10,6 +10,8 @@
  * - `stream`:  producer → tasks stream → middle (publishes to a work stream with a msg id, acks the
  *              task once stored) → consumer (pulls the work stream, puts a state record, acks);
  *              today's Sluice with nothing else;
+ * - `memstream`: as `stream`, but the work stream is in memory without msg ids, and the consumer acks
+ *              the tasks message too (its ack subject in a header): is it the disk or the messages?
  * - `handoff`: producer → tasks stream → middle (forwards the message over core NATS with its
  *              `$JS.ACK` subject in a header; never acks) → consumer (puts a state record, then acks
  *              the tasks message itself): no work stream.
@@ -18,7 +20,7 @@
  * learns of finished ones from batched core notices, as the dispatcher does from `P.slots.<type>`.
  * Producer, middle and consumer are separate processes (this file, run with a role argument).
  *
- *   npm run bench:probe -- [--count=50000] [--runs=3] [--inflight=300] [--modes=raw,stream,handoff]
+ *   npm run bench:probe -- [--count=50000] [--runs=3] [--inflight=300] [--modes=raw,stream,memstream,handoff]
  *
  * Prints one JSON line per run and a summary table (tasks/s and CPU µs per task of each process).
  * Loopback only; bounded by its count and a 3-minute deadline.
@@ -32,7 +34,7 @@ import { killAllNow, register } from "../lib/children.ts";
 import { cpuSeconds } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
 
-type Mode = "raw" | "stream" | "handoff";
+type Mode = "raw" | "stream" | "memstream" | "handoff";
 type Spec = { url: string; mode: Mode; count: number; inflight: number };
 
 const enc = new TextEncoder();
@@ -101,6 +103,11 @@ async function middle(s: Spec): Promise<void> {
           () => m.ack(),
           (e) => console.error("work publish", e),
         );
+      } else if (s.mode === "memstream") {
+        // a work stream in memory, no msg id; the tasks message stays unacked until the consumer acks it
+        const h = newHeaders();
+        h.set(ACK_HEADER, m.reply);
+        pub.publish("p.work.noop", m.data, { headers: h }).catch((e) => console.error("work publish", e));
       } else {
         // The ack subject rides in a header: nats-server drops a client's publish whose reply subject
         // starts with `$JS.ACK.` (isReservedReply), so it cannot be the forwarded message's reply.
@@ -183,6 +190,12 @@ async function consumer(s: Spec): Promise<void> {
     if (s.mode === "raw") {
       m.ack();
       finished();
+    } else if (s.mode === "memstream") {
+      const tasksAck = m.headers?.get(ACK_HEADER) ?? "";
+      run(m.data, () => {
+        m.ack();
+        nc.publish(tasksAck, ACK);
+      });
     } else run(m.data, () => m.ack());
   }
 }
@@ -231,7 +244,14 @@ async function runOnce(mode: Mode, count: number, inflight: number) {
         duplicate_window: 120e9,
       });
     await stream("P_TASKS", ["p.tasks.>"]);
-    await stream("P_WORK", ["p.work.>"]);
+    if (mode === "memstream")
+      await jsm.streams.add({
+        name: "P_WORK",
+        subjects: ["p.work.>"],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.Memory,
+      });
+    else await stream("P_WORK", ["p.work.>"]);
     await new Kvm(nc).create("probe-state", { history: 1 });
     const consumer = { ack_policy: AckPolicy.Explicit, ack_wait: 10e9, max_ack_pending: 20_000 };
     await jsm.consumers.add("P_TASKS", {
