@@ -1,4 +1,4 @@
-import type { KV } from "@nats-io/kv";
+import { Bucket, type KV } from "@nats-io/kv";
 import { isLive, type WorkerRecord } from "../../shared/workers.ts";
 
 /** A worker as `GET /v1/workers` shows it. */
@@ -26,9 +26,7 @@ const decoder = new TextDecoder();
  */
 export async function readWorkers(kv: KV, o: { all?: boolean; now?: number } = {}): Promise<WorkersView> {
   const now = o.now ?? Date.now();
-  // a Set: a heartbeat written while the keys are listed is listed again
-  const keys = new Set<string>();
-  for await (const k of await kv.keys()) keys.add(k);
+  const keys = await listKeys(kv);
   const entries = await Promise.all([...keys].map((k) => kv.get(k).catch(() => null)));
   const workers: WorkerView[] = [];
   const types: Record<string, TypeCapacity> = {};
@@ -58,4 +56,23 @@ export async function readWorkers(kv: KV, o: { all?: boolean; now?: number } = {
   }
   workers.sort((a, b) => a.id.localeCompare(b.id));
   return { workers, types };
+}
+
+/**
+ * The keys of a bucket, from its stream's subjects (one stream-info request), not `kv.keys()`: that
+ * lists through an ordered consumer, and with entries expiring while it reads (heartbeats age out of
+ * this bucket all the time) it was seen never to finish, leaving `GET /v1/queues` unanswered for the
+ * client's whole timeout under load. A deleted key still has its delete marker, which `get` reports.
+ */
+async function listKeys(kv: KV): Promise<Set<string>> {
+  const keys = new Set<string>();
+  if (kv instanceof Bucket) {
+    const info = await kv.jsm.streams.info(kv.stream, { subjects_filter: `${kv.prefix}.>` });
+    const skip = kv.prefix.length + 1;
+    for (const subject of Object.keys(info.state.subjects ?? {})) keys.add(subject.slice(skip));
+    return keys;
+  }
+  // a Set: a heartbeat written while the keys are listed is listed again
+  for await (const k of await kv.keys()) keys.add(k);
+  return keys;
 }
