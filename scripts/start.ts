@@ -133,7 +133,7 @@ async function main(): Promise<void> {
   try {
     const n = names(cfg.prefix);
     const topo = await ensureTopology(nc, n, { replicas: cfg.replicas, storage: cfg.storage });
-    const ackWait = cfg.workAckWaitMs === undefined ? {} : { workAckWaitMs: cfg.workAckWaitMs };
+    const ackWait = cfg.workAckWaitMs === undefined ? {} : { ackWaitMs: cfg.workAckWaitMs };
     for (const type of EXAMPLE_TYPES) await ensureTypeConsumers(topo.jsm, n, type, ackWait);
     say(
       "INFO",

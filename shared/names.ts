@@ -23,12 +23,23 @@ export function names(prefix: string) {
     tasksSubject: (priority: Priority, type: string) => `${prefix}.tasks.${priority}.${type}`,
     /** Durable pull consumer the dispatcher reads for one (priority, type). */
     tasksConsumer: (priority: Priority, type: string) => `d_${priority}_${typeToken(type)}`,
-    /** Work-queue stream of dispatched tasks, one subject per type. */
+    /**
+     * Work-queue stream of dispatched tasks, one subject per type: written by versions before the
+     * direct hand-off; the dispatcher moves what is left in it back to the tasks stream.
+     */
     workStream: `${up}_WORK`,
     workSubjectAll: `${prefix}.work.>`,
     workSubject: (type: string) => `${prefix}.work.${type}`,
-    /** Durable pull consumer shared by every worker serving a type. */
+    /** Durable pull consumer of the work stream, one per type (read only to move leftovers back). */
     workConsumer: (type: string) => `w_${typeToken(type)}`,
+    /**
+     * Core NATS: a worker's pull request for tasks of a type, answered by the dispatcher leader with
+     * tasks handed on to the request's reply subject (the pull-request protocol of a consumer).
+     */
+    demandSubject: (type: string) => `${prefix}.demand.${type}`,
+    demandSubjectAll: `${prefix}.demand.>`,
+    /** Core NATS: a dispatcher just became leader; workers send their pull requests again. */
+    leaderSubject: `${prefix}.dispatcher.leader`,
     /** KV bucket: task id → task state record. */
     stateBucket: `${bucketPrefix}-state`,
     /** KV bucket: worker id → registration and heartbeat (entries expire). */

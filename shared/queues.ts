@@ -33,7 +33,10 @@ const limits = {
   /** Most tasks of the type running at once across every worker. */
   concurrency: z.number().int().min(1).max(1_000_000),
   rateLimit: RateLimit,
-  /** Most tasks waiting in the tasks stream (all priorities); beyond it enqueue answers 429. */
+  /**
+   * Most tasks accepted and not finished (all priorities: waiting, held by the dispatcher or running,
+   * the type's messages in the tasks stream); beyond it enqueue answers 429.
+   */
   maxDepth: z.number().int().min(0).max(1_000_000_000),
   /** Most tasks of one concurrencyKey running at once. */
   keyConcurrency: z.number().int().min(1).max(1_000_000),

@@ -14,8 +14,20 @@ export type WorkerRecord = {
   heartbeatAt: number;
   /** Interval of the heartbeats, ms: a record older than 3 intervals is a dead worker. */
   heartbeatMs: number;
-  /** Slots and busy slots per task type. */
-  types: Record<string, { slots: number; busy: number }>;
+  /** Slots, busy slots and running tasks per concurrency key, per task type. */
+  types: Record<string, WorkerTypeRecord>;
+};
+
+/** What a worker reports for one task type it serves. */
+export type WorkerTypeRecord = {
+  slots: number;
+  busy: number;
+  /**
+   * Tasks per `concurrencyKey` that this worker runs or is still finishing (outcome being stored, ack
+   * not yet sent), as of `heartbeatAt`; omitted when there are none (and by workers older than it).
+   * A new dispatcher leader rebuilds its per-key counts from these (dispatcher/limits/in-flight-keys.ts).
+   */
+  keys?: Record<string, number>;
 };
 
 /** True when a record is recent enough to count (the bucket's own expiry is slower and not observable). */

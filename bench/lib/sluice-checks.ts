@@ -7,24 +7,24 @@ import { epochMs, until } from "./clock.ts";
 
 /**
  * How the bench knows Sluice finished its tasks, from JetStream itself rather than from anything the
- * services report: a task leaves the tasks stream only once its work message is stored, and the work
- * stream only once its final state is stored (docs/architecture.md), so both streams empty means every
- * task accepted so far is final. The audit at the end reads every state record to prove it.
+ * services report: a task's message stays in the tasks stream until the worker that ran it has stored
+ * its final state and acked it (the dispatcher hands tasks to workers without taking them out;
+ * docs/architecture.md), so an empty tasks stream means every task accepted so far is final. The audit
+ * at the end reads every state record to prove it.
  */
 
 /**
- * Messages in the tasks and work streams together: the tasks not yet final. A task being dispatched
- * can be in both for a moment, so this may count it twice.
+ * Messages in the tasks stream: the tasks not yet final, whether waiting, held by the dispatcher or
+ * with a worker.
  */
 export async function unfinished(jsm: JetStreamManager, n: Names): Promise<number> {
-  const [t, w] = await Promise.all([jsm.streams.info(n.tasksStream), jsm.streams.info(n.workStream)]);
-  return t.state.messages + w.state.messages;
+  return (await jsm.streams.info(n.tasksStream)).state.messages;
 }
 
-/** Poll until the tasks and work streams are both empty; returns when that was seen (epoch ms). */
+/** Poll until the tasks stream is empty; returns when that was seen (epoch ms). */
 export async function untilEmpty(jsm: JetStreamManager, n: Names, timeoutMs: number): Promise<number> {
   return until(
-    "the tasks and work streams to empty",
+    "the tasks stream to empty",
     async () => ((await unfinished(jsm, n)) === 0 ? epochMs() : 0),
     timeoutMs,
     20,

@@ -27,7 +27,7 @@ export type UrgentUnderBacklog = {
   /** `bulk` tasks queued (direct publish, no worker running) before the measure. */
   bulk: number;
   bulkPublishPerSec: number;
-  /** From the worker being ready to both streams empty: the bulk tasks and the urgent ones among them. */
+  /** From the worker being ready to the tasks stream empty: the bulk tasks and the urgent ones among them. */
   bulkDrain: Rate;
   urgentRatePerSec: number;
   urgentSent: number;
@@ -35,8 +35,9 @@ export type UrgentUnderBacklog = {
   wait: LatencySummary;
   /**
    * The same wait in two parts, at the record's `dispatchedAt` (the dispatcher's clock): until the
-   * dispatcher sent it to the work stream (stored, pulled, held for a free slot), and from there until
-   * a worker started it (behind what was already in the work stream and the worker's queue).
+   * dispatcher handed it to a worker that asked for a task (pulled, held until a worker had a free
+   * slot), and from there until that worker started it (the hand-off over core NATS and the worker's
+   * own start-up of the task).
    */
   stages: { toDispatched: LatencySummary; dispatchedToStarted: LatencySummary };
 };
@@ -50,7 +51,7 @@ export type MillionBacklog = {
   sampledSeconds: number;
   drained: number;
   drainRatePerSec: number;
-  /** Messages purged from the tasks and work streams after the sampling. */
+  /** Messages purged from the tasks stream after the sampling (the tasks not finished by then). */
   purged: number;
   /** RSS and CPU of the services and the nats-server over the sampled drain. */
   rss: Record<string, ProcUsage>;
@@ -72,8 +73,8 @@ export type BacklogRig = {
 };
 
 /**
- * With no worker running, queue `urgentBulkCount` bulk tasks; then start a worker and, until both streams
- * are empty, send urgent tasks at `urgentRatePerSec`. Returns the figures and the worker, still running.
+ * With no worker running, queue `urgentBulkCount` bulk tasks; then start a worker and, until the tasks
+ * stream is empty, send urgent tasks at `urgentRatePerSec`. Returns the figures and the worker, still running.
  */
 export async function urgentUnderBacklog(
   s: Settings,
@@ -143,7 +144,7 @@ export async function urgentUnderBacklog(
 /**
  * With no worker running, queue `backlogCount` tasks; then start a worker and sample every process's
  * memory for `backlogSampleMs` of draining (less if it drains sooner). Draining it all would take minutes
- * and measure nothing new, so the worker is then stopped and both streams are purged: the tasks that
+ * and measure nothing new, so the worker is then stopped and the tasks stream is purged: the tasks that
  * did not end keep whatever record they had (none, `dispatched`), which the audit allows for their ids.
  */
 export async function millionBacklog(s: Settings, rig: BacklogRig): Promise<MillionBacklog> {
@@ -172,9 +173,8 @@ export async function millionBacklog(s: Settings, rig: BacklogRig): Promise<Mill
     rss = mem.stop();
   }
   await rig.stopWorker(worker);
-  const purged =
-    (await rig.jsm.streams.purge(rig.n.tasksStream)).purged +
-    (await rig.jsm.streams.purge(rig.n.workStream)).purged;
+  // every task not finished is in the tasks stream, the ones the dispatcher still holds included
+  const purged = (await rig.jsm.streams.purge(rig.n.tasksStream)).purged;
   const drained = Math.max(0, pub.sent - left);
   return {
     published: pub.sent,

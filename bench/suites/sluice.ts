@@ -31,9 +31,9 @@ import {
  * client would. Order: enqueue measures with no worker running (tasks pile up, as in the peers' enqueue
  * measures), then the worker starts and drains that backlog, then end to end and latency, then the two
  * backlog measures (sluice-backlog.ts), each of which stops the worker, queues its backlog and starts a
- * new one. Completion is read from JetStream itself: a task leaves the tasks stream only after its work
- * message is stored, and the work stream only after its final state is stored (docs/architecture.md),
- * so both streams empty means every task is final. Latency uses a KV watch of the state bucket.
+ * new one. Completion is read from JetStream itself: a task leaves the tasks stream only when its
+ * worker acks it, after its final state is stored (docs/architecture.md), so an empty tasks stream
+ * means every task is final. Latency uses a KV watch of the state bucket.
  */
 
 const PREFIX = "sluice";

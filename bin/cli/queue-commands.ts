@@ -16,12 +16,17 @@ type QueueView = {
     aging?: { afterMs: number };
   };
   depth: { total: number; byPriority: Record<string, number> };
+  /** Not yet delivered to the dispatcher (absent from gateways before the direct hand-off). */
+  waiting?: { total: number; byPriority: Record<string, number> };
   inFlight: number;
   running: number;
   [more: string]: unknown;
 };
 
-/** `sluice stats`: per type, waiting tasks by priority, in flight and running; then worker capacity. */
+/**
+ * `sluice stats`: per type, waiting tasks by priority, in flight and running; then worker capacity.
+ * (A gateway without `waiting` counted only waiting and held tasks in `depth`: shown as waiting.)
+ */
 export async function stats(c: CommandLine, client: SluiceClient, out: Out): Promise<number> {
   const [{ queues }, workers] = await Promise.all([
     client.queues.list() as Promise<{ queues: QueueView[] }>,
@@ -35,8 +40,8 @@ export async function stats(c: CommandLine, client: SluiceClient, out: Out): Pro
     const w = workers.types[q.type];
     return [
       q.config.paused ? `${q.type} ${paint(out, "yellow", "(paused)")}` : q.type,
-      ...PRIORITIES.map((p) => String(q.depth.byPriority[p] ?? 0)),
-      String(q.depth.total),
+      ...PRIORITIES.map((p) => String((q.waiting ?? q.depth).byPriority[p] ?? 0)),
+      String((q.waiting ?? q.depth).total),
       String(q.running),
       String(q.inFlight),
       w ? `${w.busy}/${w.slots}` : paint(out, "dim", "no workers"),
@@ -47,7 +52,7 @@ export async function stats(c: CommandLine, client: SluiceClient, out: Out): Pro
     ["TYPE", ...PRIORITIES.map((p) => p.toUpperCase()), "WAITING", "RUNNING", "IN FLIGHT", "BUSY/SLOTS"],
     rows,
   );
-  const total = queues.reduce((n, q) => n + q.depth.total, 0);
+  const total = queues.reduce((n, q) => n + (q.waiting ?? q.depth).total, 0);
   const slots = Object.values(workers.types).reduce((n, t) => n + t.slots, 0);
   const busy = Object.values(workers.types).reduce((n, t) => n + t.busy, 0);
   out.line();

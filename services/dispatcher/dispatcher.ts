@@ -8,8 +8,10 @@ import { ensureTypeConsumers } from "../../shared/nats/topology.ts";
 import type { Priority } from "../../shared/priority.ts";
 import { SignalWatcher } from "../../shared/signals.ts";
 import type { Config } from "./config.ts";
+import { Demand } from "./demand.ts";
 import { Lease } from "./lease.ts";
 import { LeftoverSweeper } from "./leftovers.ts";
+import { LegacyWork } from "./legacy-work.ts";
 import { DispatchLimits } from "./limits/dispatch-limits.ts";
 import { parseSlotsNotice } from "./limits/slots-notice.ts";
 import type { ThrottleReason } from "./limits/type-gate.ts";
@@ -17,6 +19,8 @@ import { WorkerRegistry } from "./registry.ts";
 import { RetentionSweeper } from "./retention.ts";
 import { type Scheduling, startScheduling } from "./scheduler/index.ts";
 import { TypeDispatcher } from "./type-dispatcher.ts";
+
+const encoder = new TextEncoder();
 
 /** Lifecycle of a dispatcher replica. */
 export type DispatcherState = "created" | "standby" | "leading" | "stopped";
@@ -67,13 +71,16 @@ export class Dispatcher {
   readonly #prepared = new Map<string, Promise<void>>();
   readonly #active = new Map<string, TypeDispatcher>();
   #publisher: AckedPublisher | undefined;
+  readonly #demand: Demand;
   #slotsSub: Subscription | undefined;
   #reconcile: NodeJS.Timeout | undefined;
   #capacity = new Map<string, number>();
+  #liveWorkers = new Set<string>();
   #state: DispatcherState = "created";
   #scheduling: Scheduling | undefined;
   #retention: RetentionSweeper | undefined;
   #leftovers: LeftoverSweeper | undefined;
+  #legacyWork: LegacyWork | undefined;
   readonly #signals: SignalWatcher;
   readonly #limits: DispatchLimits;
 
@@ -81,9 +88,12 @@ export class Dispatcher {
     this.#d = deps;
     this.#limits = new DispatchLimits({
       ...deps,
+      // a new leader rebuilds running counts per concurrency key from what workers report
+      keyReports: { runningKeys: (type, since) => this.#registry.runningKeys(type, since) },
       onThrottled: (type, reason) => deps.onThrottle?.(type, reason),
     });
     this.#signals = new SignalWatcher(deps.signals, deps.log);
+    this.#demand = new Demand(deps.nc, deps.names, deps.log, (type) => this.#active.get(type)?.pump());
     this.#registry = new WorkerRegistry(deps.workers, deps.log, () => this.#onRegistry());
     this.#lease = new Lease(deps.leases, "dispatcher", deps.config.dispatcherId, {
       ttlMs: deps.config.leaseTtlMs,
@@ -138,6 +148,12 @@ export class Dispatcher {
 
   #onRegistry(): void {
     this.#capacity = this.#registry.capacity();
+    // a worker that drained or died keeps no demand here
+    const live = this.#registry.liveIds();
+    const gone = new Set<string>();
+    for (const id of this.#liveWorkers) if (!live.has(id)) gone.add(id);
+    this.#liveWorkers = live;
+    this.#demand.dropWorkers(gone);
     for (const t of this.#capacity.keys()) {
       if (!this.#types.has(t)) {
         this.#types.add(t);
@@ -174,6 +190,10 @@ export class Dispatcher {
       },
     });
     this.#limits.lead();
+    // workers' pull requests come to the leader; say we lead so workers whose requests went to a
+    // leader that is gone ask again now, not after their expiry
+    this.#demand.start();
+    this.#d.nc.publish(this.#d.names.leaderSubject, encoder.encode(this.#d.config.dispatcherId));
     this.#scheduling = startScheduling({
       ...this.#d,
       publisher: this.#publisher,
@@ -196,6 +216,9 @@ export class Dispatcher {
     this.#retention.start();
     this.#leftovers = new LeftoverSweeper({ ...this.#d, onRemoved: this.#d.onLeftoversRemoved });
     this.#leftovers.start(this.#d.config.retentionSweepMs);
+    // tasks an earlier version left in its work stream go back to the tasks stream (legacy-work.ts)
+    this.#legacyWork = new LegacyWork({ ...this.#d, publisher: this.#publisher });
+    this.#legacyWork.start();
   }
 
   #ensureActive(type: string): void {
@@ -204,12 +227,16 @@ export class Dispatcher {
       nc: this.#d.nc,
       jsm: this.#d.jsm,
       names: this.#d.names,
-      publisher: this.#publisher!,
       log: this.#d.log,
+      demand: {
+        outstanding: () => this.#demand.outstanding(type),
+        take: () => this.#demand.take(type),
+      },
       prefetchRatio: this.#d.config.prefetchRatio,
       prefetchMs: this.#d.config.prefetchMs,
       windowMax: this.#d.config.windowMax,
       capacity: () => this.#capacity.get(type) ?? 0,
+      reportedRunning: () => this.#registry.runningOf(type),
       isCancelled: (id) => this.#signals.get(id)?.action === "cancel",
       onDispatch: (p, waited) => this.#d.onDispatch?.(type, p, waited),
       gate: this.#limits.gate(type, () => this.#active.get(type)?.pump()),
@@ -223,6 +250,7 @@ export class Dispatcher {
     this.#state = "standby";
     clearInterval(this.#reconcile);
     this.#slotsSub?.unsubscribe();
+    this.#demand.stop();
     for (const td of this.#active.values()) td.stop();
     this.#active.clear();
     this.#limits.standDown();
@@ -232,7 +260,9 @@ export class Dispatcher {
     this.#retention = undefined;
     this.#leftovers?.stop();
     this.#leftovers = undefined;
-    // in-flight publishes still settle (and ack or nak their tasks messages) before the publisher goes
+    this.#legacyWork?.stop();
+    this.#legacyWork = undefined;
+    // the scheduler's publishes in flight still settle (and ack their delayed messages) before it goes
     const pub = this.#publisher;
     setTimeout(() => pub?.close(), 5000).unref();
     this.#publisher = undefined;

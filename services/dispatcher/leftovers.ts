@@ -17,9 +17,15 @@ export type LeftoverSweep = Record<string, number>;
  *
  * Below a consumer's ack floor ({@link doneUpTo}), every message of its filter subject was acked, and in
  * a work-queue stream no other consumer may read that subject: deleting the subject's messages up to
- * there removes only such leftovers. Runs on the dispatcher leader, every `RETENTION_SWEEP_MS`. A sweep
- * reads each stream's info and its consumers; only when the stream holds more messages than its
- * consumers have pending or unacked does it look further (normally: a read, no write).
+ * there removes only such leftovers. That holds whoever acks: in the tasks stream a message held by
+ * the dispatcher or handed to a worker is unacked (the worker acks it once the outcome is stored), so
+ * the floor stays below every unfinished task.
+ *
+ * Swept: the tasks stream, and the work stream of earlier versions while it exists (a leftover there
+ * would never be delivered, so ./legacy-work.ts could never empty it). Runs on the dispatcher leader,
+ * every `RETENTION_SWEEP_MS`. A sweep reads each stream's info and its consumers; only when the stream
+ * holds more messages than its consumers have pending or unacked does it look further (normally: a
+ * read, no write).
  */
 export class LeftoverSweeper {
   readonly #jsm: JetStreamManager;
@@ -53,18 +59,20 @@ export class LeftoverSweeper {
     clearInterval(this.#timer);
   }
 
-  /** One sweep of the tasks and work streams; answers what it removed. Never throws. */
+  /** One sweep of the tasks stream (and the work stream, if any); answers what it removed. Never throws. */
   async sweep(): Promise<LeftoverSweep> {
     if (this.#running) return {};
     this.#running = true;
     const removed: LeftoverSweep = {};
     try {
       for (const stream of [this.#names.tasksStream, this.#names.workStream]) {
-        const n = await this.#sweepStream(stream);
-        if (n > 0) removed[stream] = n;
+        try {
+          const n = await this.#sweepStream(stream);
+          if (n > 0) removed[stream] = n;
+        } catch (err) {
+          this.#log.warn({ err: String(err), stream }, "leftover sweep failed; will try again");
+        }
       }
-    } catch (err) {
-      this.#log.warn({ err: String(err) }, "leftover sweep failed; will try again");
     } finally {
       this.#running = false;
     }
@@ -72,7 +80,14 @@ export class LeftoverSweeper {
   }
 
   async #sweepStream(stream: string): Promise<number> {
-    const { state } = await this.#jsm.streams.info(stream);
+    let state: Awaited<ReturnType<JetStreamManager["streams"]["info"]>>["state"];
+    try {
+      ({ state } = await this.#jsm.streams.info(stream));
+    } catch (err) {
+      // the work stream exists only in deployments upgraded from an earlier version
+      if (stream === this.#names.workStream && /not found/i.test(String((err as Error)?.message))) return 0;
+      throw err;
+    }
     if (state.messages === 0) return 0;
     const consumers = [];
     for await (const ci of this.#jsm.consumers.list(stream)) consumers.push(ci);

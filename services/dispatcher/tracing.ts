@@ -6,7 +6,7 @@ import { tracingEnabled } from "../../shared/telemetry/tracing.ts";
 
 /**
  * The dispatch span: parent is the trace context of the tasks message (the enqueue span, or the
- * producer's own for a direct publish), and it is injected into the work message so the handler's
+ * producer's own for a direct publish), and it is injected into the handed-on task's headers so the handler's
  * span is its child. With tracing off, the incoming context is copied unchanged and nothing else is
  * done: no span, no attribute object, one header lookup.
  */

@@ -4,8 +4,7 @@ import { Headers } from "../../shared/headers.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { Delivery } from "../../shared/nats/delivery.ts";
-import type { AckedPublisher } from "../../shared/nats/publisher.ts";
-import { Puller } from "../../shared/nats/puller.ts";
+import { consumerSource, Puller } from "../../shared/nats/puller.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import {
   DirectTaskBody,
@@ -24,13 +23,19 @@ export type TypeDispatcherDeps = {
   nc: NatsConnection;
   jsm: JetStreamManager;
   names: Names;
-  publisher: AckedPublisher;
   log: Logger;
+  /** Workers' pull requests for this type (./demand.ts): where each dispatched task goes. */
+  demand: { outstanding(): number; take(): string | undefined };
   prefetchRatio: number;
   prefetchMs: number;
   windowMax: number;
   /** Current slots of live workers for this type. */
   capacity: () => number;
+  /**
+   * What the workers last reported running of this type, and the oldest report's time (epoch ms):
+   * an in-flight bound that, unlike consumer info, does not count tasks nobody holds any more.
+   */
+  reportedRunning?: () => { running: number; at: number };
   /** True for a task cancelled while it waited: it is dropped here instead of dispatched. */
   isCancelled?: (id: string) => boolean;
   /** Called for every dispatched task (metrics hooks). */
@@ -47,29 +52,41 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** A task id becomes a KV key and a subject token: what the state bucket cannot key is no task (the gateway's rule). */
 const TASK_ID_RE = /^[-/=\w]+(\.[-/=\w]+)*$/;
 const TASK_ID_MAX = 256;
-// a third of the tasks consumers' ack wait: held messages stay ours, a crashed leader's come back within it
+// at most a third of the tasks consumers' ack wait (read at each reconcile): held messages stay ours,
+// a crashed leader's come back within it
 const HOLD_KEEPALIVE_MS = 3_000;
 /** Nothing stored or freed for this long: no final write can still be under way, so consumer info is exact. */
 const QUIET_MS = 1_000;
+/** How long a delivery is remembered to tell copies of it apart, ms (one to two of these). */
+const SEEN_MS = 2_000;
+/** Room for a task handed on just before a worker's report to reach it, and for clocks, ms. */
+const REPORT_MARGIN_MS = 1_000;
+/** How long hand-off times are kept, in whole seconds (reports are at most a few seconds old). */
+const HANDED_SECONDS = 30;
 
 /**
  * Dispatches one task type: holds a small window of messages from each of the type's five priority
- * consumers and, while workers have free slots, moves the most urgent held message to the work stream.
+ * consumers and, while workers ask for tasks (./demand.ts), hands the most urgent held message to one
+ * of them.
  *
  * Holding a window per priority (rather than reading priorities in turn) is what lets a task enqueued
  * a moment ago overtake a backlog: it lands in the `urgent` window at once and is the next one chosen.
- * The tasks message is acked only after the work publish is stored; the work publish carries msg id
- * `<task id>:<tasks seq>`, so a crash in between cannot dispatch the task twice.
+ *
+ * A task is handed on over core NATS with the ack subject of its tasks message in a header; the worker
+ * acks that message once the outcome is stored, and keeps it alive while the handler runs. Nothing is
+ * stored in between: an earlier design published every task to a work stream and acked the tasks
+ * message then, which cost the server a store, a delivery and two acks per task and capped end-to-end
+ * throughput near a third of raw JetStream's (docs/performance.md). A task lost on the way (a worker
+ * that died) is redelivered by the tasks consumer after its ack wait, as a held one is after a leader
+ * dies.
  */
 export class TypeDispatcher {
   readonly type: string;
   readonly #d: TypeDispatcherDeps;
   readonly #pullers: Puller[];
   readonly #held: Delivery[][] = PRIORITIES.map(() => []);
-  /** Work messages stored and not yet finished, per our last reconcile plus changes since. */
+  /** Tasks handed to workers and not yet finished, per our last reconcile plus changes since. */
   #stored = 0;
-  /** Work publishes sent and not yet acked by the server. */
-  #publishing = 0;
   #storedTotal = 0;
   #freedTotal = 0;
   /** Completions per second, an exponentially weighted average over about a second. */
@@ -81,13 +98,26 @@ export class TypeDispatcher {
   /** Last time a work publish was stored or a slot freed: a reconcile after a quiet spell is exact. */
   #activeAt = Date.now();
   #keepalive: NodeJS.Timeout | undefined;
+  /**
+   * Delivery counts of the messages delivered to us lately, per priority, in two generations turned
+   * over every {@link SEEN_MS}: what tells a copy from a redelivery (#onHeld).
+   */
+  readonly #seen = PRIORITIES.map(() => ({
+    recent: new Map<number, number>(),
+    older: new Map<number, number>(),
+  }));
+  #seenTurn: NodeJS.Timeout | undefined;
+  #keepaliveMs = HOLD_KEEPALIVE_MS;
+  #startedAt = 0;
+  /** Tasks handed on per epoch second, the last {@link HANDED_SECONDS}: for the reports bound. */
+  readonly #handed = new Map<number, number>();
 
   constructor(type: string, deps: TypeDispatcherDeps) {
     this.type = type;
     this.#d = deps;
     this.#pullers = PRIORITIES.map(
       (p, i) =>
-        new Puller(deps.nc, deps.names.tasksStream, deps.names.tasksConsumer(p, type), {
+        new Puller(deps.nc, consumerSource(deps.names.tasksStream, deps.names.tasksConsumer(p, type)), {
           onMessage: (m) => this.#onHeld(i, m),
           log: deps.log,
           expiresMs: 5_000,
@@ -95,9 +125,9 @@ export class TypeDispatcher {
     );
   }
 
-  /** Tasks in the work stream or with a worker. */
+  /** Tasks handed to workers and not finished. */
   get inFlight(): number {
-    return this.#stored + this.#publishing;
+    return this.#stored;
   }
 
   /** Messages held per priority (for status and tests). */
@@ -108,10 +138,15 @@ export class TypeDispatcher {
   /** Start pulling and dispatching. */
   start(): void {
     this.#running = true;
-    this.#keepalive = setInterval(() => {
-      for (const h of this.#held) for (const m of h) m.working();
-    }, HOLD_KEEPALIVE_MS);
-    this.#keepalive.unref();
+    this.#startedAt = Date.now();
+    this.#armKeepalive();
+    this.#seenTurn = setInterval(() => {
+      for (const s of this.#seen) {
+        s.older = s.recent;
+        s.recent = new Map();
+      }
+    }, SEEN_MS);
+    this.#seenTurn.unref();
     void this.reconcile().finally(() => {
       this.#reconciled = true;
       this.pump();
@@ -122,6 +157,7 @@ export class TypeDispatcher {
   stop(): void {
     this.#running = false;
     clearInterval(this.#keepalive);
+    clearInterval(this.#seenTurn);
     for (const p of this.#pullers) p.close();
     for (const h of this.#held) for (const m of h.splice(0)) m.nak();
   }
@@ -155,17 +191,53 @@ export class TypeDispatcher {
     );
   }
 
-  /** Re-read the true in-flight count from the work consumer. */
+  /** Tasks handed on since `t` (epoch ms), to the whole second before it: errs high. */
+  #handedSince(t: number): number {
+    const from = Math.floor(t / 1000);
+    if (from <= Math.floor(Date.now() / 1000) - HANDED_SECONDS) return Number.POSITIVE_INFINITY;
+    let n = 0;
+    for (const [sec, c] of this.#handed) if (sec >= from) n += c;
+    return n;
+  }
+
+  #armKeepalive(): void {
+    clearInterval(this.#keepalive);
+    this.#keepalive = setInterval(() => {
+      for (const h of this.#held) for (const m of h) m.working();
+    }, this.#keepaliveMs);
+    this.#keepalive.unref();
+  }
+
+  /**
+   * Re-read the true in-flight count from the tasks consumers: their messages awaiting an ack are the
+   * ones held here and the ones with workers.
+   */
   async reconcile(): Promise<void> {
     const s0 = this.#storedTotal;
     const f0 = this.#freedTotal;
     const startedAt = Date.now();
+    // held now are counted as awaiting their ack in every answer; those that arrive meanwhile count
+    // as in flight, which errs high, as a limit wants
+    let held = 0;
+    for (const h of this.#held) held += h.length;
     try {
-      const info = await this.#d.jsm.consumers.info(
-        this.#d.names.workStream,
-        this.#d.names.workConsumer(this.type),
+      const infos = await Promise.all(
+        PRIORITIES.map((p) =>
+          this.#d.jsm.consumers.info(this.#d.names.tasksStream, this.#d.names.tasksConsumer(p, this.type)),
+        ),
       );
-      const truth = info.num_pending + info.num_ack_pending;
+      let ackPending = 0;
+      for (const info of infos) ackPending += info.num_ack_pending;
+      const truth = Math.max(0, ackPending - held);
+      // a worker may set a shorter ack wait on the consumers (WORK_ACK_WAIT_MS): keep held messages inside it
+      const ackWaitMs = Math.min(
+        ...infos.map((i) => (i.config.ack_wait ?? 0) / 1_000_000 || HOLD_KEEPALIVE_MS * 3),
+      );
+      const keepaliveMs = Math.max(100, Math.min(HOLD_KEEPALIVE_MS, Math.floor(ackWaitMs / 3)));
+      if (keepaliveMs !== this.#keepaliveMs && this.#running) {
+        this.#keepaliveMs = keepaliveMs;
+        this.#armKeepalive();
+      }
       // `truth` is taken at some moment between our request and its answer, and it still counts
       // tasks whose slot is already freed (their final write is under way): so `truth` plus every
       // publish stored meanwhile is an upper bound of what is really in flight, and under load it
@@ -183,7 +255,18 @@ export class TypeDispatcher {
         this.#storedTotal === s0 &&
         this.#freedTotal === f0 &&
         startedAt - this.#activeAt >= (this.#d.quietMs ?? QUIET_MS);
-      const bound = truth + (this.#storedTotal - s0);
+      let bound = truth + (this.#storedTotal - s0);
+      // Consumer info also counts messages nobody holds any more: a dead leader's, or ones handed to
+      // a worker that died, until their ack wait passes and a pull request of ours takes them back.
+      // Under a concurrency limit, taken as the count, they blocked dispatch for good (no slot freed,
+      // so no pull request was made). The workers' own reports, plus what was handed on since the
+      // oldest of them (and a margin), bound it from the other side.
+      // Only reports written after we began count: before that, a leader before us handed tasks on
+      // that no report and no count of ours has.
+      const reported = this.#d.reportedRunning?.();
+      const since = reported ? reported.at - REPORT_MARGIN_MS : 0;
+      if (reported && since >= this.#startedAt)
+        bound = Math.min(bound, reported.running + this.#handedSince(since));
       if (this.#d.gate?.strict) this.#stored = bound;
       else if (!this.#reconciled) this.#stored = Math.max(0, bound - (this.#freedTotal - f0));
       else if (quiet) this.#stored = truth;
@@ -192,7 +275,7 @@ export class TypeDispatcher {
         {
           type: this.type,
           stored: this.#stored,
-          publishing: this.#publishing,
+          demand: this.#d.demand.outstanding(),
           held: this.held(),
           pulling: this.#pullers.map((p) => p.outstanding),
           capacity: this.#d.capacity(),
@@ -204,22 +287,35 @@ export class TypeDispatcher {
     }
   }
 
-  /** Dispatch while there are free slots and held messages; then top up the windows. */
+  /** Dispatch while workers ask for tasks and messages are held; then top up the windows. */
   pump(): void {
     if (!this.#running || !this.#reconciled) return;
     const capacity = this.#d.capacity();
     const gate = this.#d.gate;
     const limit = gate ? gate.limit(capacity + this.prefetch(capacity)) : capacity + this.prefetch(capacity);
-    while (this.inFlight < limit) {
+    // Workers ask only for free slots, so their demand is what bounds dispatch; the in-flight count
+    // only matters under a concurrency limit. (Checked always, a count inflated by messages nobody
+    // holds — see reconcile — stopped dispatch while workers sat idle asking for work.)
+    const concurrency = gate?.concurrency;
+    const demand = this.#d.demand;
+    while (demand.outstanding() > 0 && (concurrency === undefined || this.inFlight < concurrency)) {
+      let i: number;
+      let m: Delivery;
       if (gate) {
         const at = gate.pick(this.#held);
         if (!at) break;
-        this.#dispatch(PRIORITIES[at[0]]!, this.#held[at[0]]!.splice(at[1], 1)[0]!);
-        continue;
+        i = at[0];
+        m = this.#held[i]!.splice(at[1], 1)[0]!;
+      } else {
+        i = this.#held.findIndex((h) => h.length > 0);
+        if (i < 0) break;
+        m = this.#held[i]!.shift()!;
       }
-      const i = this.#held.findIndex((h) => h.length > 0);
-      if (i < 0) break;
-      this.#dispatch(PRIORITIES[i]!, this.#held[i]!.shift()!);
+      if (!this.#dispatch(PRIORITIES[i]!, m)) {
+        // every request left had expired: keep the message first in line for the next one
+        this.#held[i]!.unshift(m);
+        break;
+      }
     }
     this.#topUp(capacity === 0 ? 0 : Math.min(this.#d.windowMax, limit));
   }
@@ -229,6 +325,20 @@ export class TypeDispatcher {
       m.nak();
       return;
     }
+    // A message delivered again with no higher delivery count is a copy, not a redelivery: nats-server
+    // 2.9.10 was seen delivering a message the previous leader had just nak'd on stepping down (count
+    // 2) and then the same message again with count 1, and both copies ran. Every real redelivery (a
+    // nak, an ack wait passed) counts one more.
+    const seen = this.#seen[i]!;
+    const prev = seen.recent.get(m.streamSeq) ?? seen.older.get(m.streamSeq);
+    if (prev !== undefined && m.deliveryCount <= prev) {
+      this.#d.log.warn(
+        { type: this.type, seq: m.streamSeq, deliveryCount: m.deliveryCount, before: prev },
+        "copy of a message already delivered dropped",
+      );
+      return;
+    }
+    seen.recent.set(m.streamSeq, m.deliveryCount);
     this.#held[i]!.push(m);
     this.pump();
   }
@@ -245,19 +355,25 @@ export class TypeDispatcher {
     }
   }
 
-  #dispatch(priority: Priority, m: Delivery): void {
+  /**
+   * Hand `m` to the next worker request. False (and `m` untouched) when no request is left; true when
+   * it was handed on, or settled here (cancelled, unreadable).
+   */
+  #dispatch(priority: Priority, m: Delivery): boolean {
     const task = this.#read(priority, m);
-    if (!task) return;
+    if (!task) return true;
     if (this.#d.isCancelled?.(task.id)) {
       // the gateway recorded `cancelled` when it sent the signal; nothing to run
       m.ack();
-      return;
+      return true;
     }
+    const to = this.#d.demand.take();
+    if (to === undefined) return false;
     this.#d.gate?.taken(m);
-    this.#publishing++;
     const h = newHeaders();
     const now = Date.now();
     h.set(Headers.dispatchedAt, String(now));
+    h.set(Headers.ack, m.ackSubject);
     // the dispatch span becomes the handler span's parent (untraced: the incoming context is copied)
     const span = traceDispatch(
       m.headers,
@@ -265,32 +381,29 @@ export class TypeDispatcher {
       task.id,
       this.type,
       priority,
-      this.#d.names.workSubject(this.type),
+      this.#d.names.demandSubject(this.type),
     );
-    const work = this.#d.publisher.publish(this.#d.names.workSubject(this.type), task.data, {
-      msgId: `${task.id}:${m.streamSeq}`,
-      headers: h,
-    });
-    work.then(
-      () => {
-        this.#publishing--;
-        this.#stored++;
-        this.#storedTotal++;
-        this.#activeAt = Date.now();
-        m.ack();
-        span?.end();
-        this.#d.onDispatch?.(priority, now - task.enqueuedAt);
-      },
-      (err) => {
-        this.#publishing--;
-        span?.end(err);
-        this.#d.log
-          .child({ taskId: task.id, type: this.type, traceId: span?.traceId ?? traceIdOf(m.headers) })
-          .warn({ err: String(err) }, "dispatch not stored; task handed back");
-        this.#d.gate?.returned(m);
-        m.nak(1000);
-      },
-    );
+    try {
+      this.#d.nc.publish(to, task.data, { headers: h });
+    } catch (err) {
+      // the connection is closed: the message comes back to whoever leads after its ack wait
+      span?.end(err);
+      this.#d.log
+        .child({ taskId: task.id, type: this.type, traceId: span?.traceId ?? traceIdOf(m.headers) })
+        .warn({ err: String(err) }, "task not handed on");
+      this.#d.gate?.returned(m);
+      return true;
+    }
+    this.#stored++;
+    this.#storedTotal++;
+    this.#activeAt = now;
+    const sec = Math.floor(now / 1000);
+    this.#handed.set(sec, (this.#handed.get(sec) ?? 0) + 1);
+    if (this.#handed.size > HANDED_SECONDS)
+      for (const k of this.#handed.keys()) if (k <= sec - HANDED_SECONDS) this.#handed.delete(k);
+    span?.end();
+    this.#d.onDispatch?.(priority, now - task.enqueuedAt);
+    return true;
   }
 
   /** The bytes to forward and the task id, or undefined after terminating an unreadable message. */

@@ -180,7 +180,9 @@ export class NatsLink implements SessionSource {
         return;
       }
       const { jsm } = this.#session;
-      const streams = [names.tasksStream, names.workStream, `KV_${names.stateBucket}`];
+      // what every enqueue writes to: the tasks stream and the state bucket (there is no work stream
+      // since the direct hand-off: a leftover one of an older version is not ours to check)
+      const streams = [names.tasksStream, `KV_${names.stateBucket}`];
       const found = await Promise.all(streams.map((s) => jsm.streams.info(s).then(present, absent)));
       if (found.every(Boolean)) {
         this.#streamsPresent = true;

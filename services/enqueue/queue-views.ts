@@ -1,39 +1,60 @@
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
 import type { Names } from "../../shared/names.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import type { QueueConfig, QueueConfigs } from "../../shared/queues.ts";
+import { readWorkers } from "./workers.ts";
+
+/** Tasks counted per priority, and all together. */
+export type PriorityCounts = { total: number; byPriority: Record<Priority, number> };
 
 /**
  * One type's queue as `GET /v1/queues` shows it. An object per type, so more fields (scheduled,
  * retrying, dead counts) can join without breaking clients.
+ *
+ * A task's message stays in the tasks stream from its enqueue until the worker that ran it has stored
+ * the outcome (the dispatcher hands it to a worker without taking it out), so the stream's messages of
+ * a type are the tasks accepted and not finished. The type's five tasks consumers split them: not yet
+ * delivered to the dispatcher (`num_pending`), and delivered and not yet acked (`num_ack_pending`),
+ * which are held by the dispatcher leader or with a worker; the two cannot be told apart there.
  */
 export type QueueView = {
   type: string;
   config: QueueConfig;
-  /** Tasks in the tasks stream (waiting to be dispatched, including those the dispatcher holds). */
-  depth: { total: number; byPriority: Record<Priority, number> };
-  /** Of those, pulled and held by the dispatcher leader, not yet dispatched. */
-  held: number;
-  /** Dispatched and not finished: in the work stream or with a worker. */
+  /**
+   * Tasks accepted and not finished: the type's messages in the tasks stream, waiting or in flight.
+   * What `maxDepth` limits (the gateway's 429 reads the same count).
+   */
+  depth: PriorityCounts;
+  /** Of those, waiting: not yet delivered to the dispatcher (the tasks consumers' `num_pending`). */
+  waiting: PriorityCounts;
+  /**
+   * Of those, in flight: held by the dispatcher leader or handed to a worker and not yet acked
+   * (running, or storing its outcome): the tasks consumers' `num_ack_pending`.
+   */
   inFlight: number;
-  /** Of those, delivered to a worker and not yet acked (running, or storing their result). */
+  /**
+   * Handlers of the type running, as the live workers last reported them (their heartbeats, so up to
+   * a heartbeat old); the rest of `inFlight` is held by the dispatcher or storing an outcome.
+   */
   running: number;
 };
 
 /**
  * Every known queue: configured, with consumers (a worker or the dispatcher prepared the type), or
- * with tasks waiting. Three requests whatever the number of types: stream info of the tasks stream by
- * subject, and the consumer lists of both streams (which carry each consumer's counts).
+ * with tasks in the tasks stream. A few requests whatever the number of types: stream info of the
+ * tasks stream by subject, the tasks stream's consumer list (which carries each consumer's counts),
+ * and the workers bucket.
  */
 export async function listQueueViews(
   jsm: JetStreamManager,
   n: Names,
   configs: QueueConfigs,
 ): Promise<QueueView[]> {
-  const [subjects, tasksConsumers, workConsumers] = await Promise.all([
+  const [subjects, consumers, busy] = await Promise.all([
     subjectCounts(jsm, n.tasksStream, `${n.prefix}.tasks.>`),
     collect(jsm.consumers.list(n.tasksStream)),
-    collect(jsm.consumers.list(n.workStream)),
+    busyByType(jsm, n),
   ]);
   const views = new Map<string, QueueView>();
   const view = (type: string) => {
@@ -43,46 +64,53 @@ export async function listQueueViews(
   };
   for (const t of configs.types()) view(t);
   const tasksPrefix = `${n.prefix}.tasks.`;
+  const byName = new Map<string, ConsumerInfo>();
+  for (const ci of consumers) {
+    const pt = dispatcherConsumer(n, ci);
+    if (pt) {
+      byName.set(ci.name, ci);
+      view(pt.type);
+    }
+  }
   for (const [subject, count] of Object.entries(subjects)) {
     const pt = splitTasksSubject(subject, tasksPrefix);
-    if (pt) addDepth(view(pt.type), pt.priority, count);
+    if (pt) add(view(pt.type).depth, pt.priority, count);
   }
-  for (const ci of tasksConsumers) {
-    const pt = splitTasksSubject(ci.config.filter_subject ?? "", tasksPrefix);
-    if (pt) view(pt.type).held += ci.num_ack_pending;
-  }
-  const workPrefix = `${n.prefix}.work.`;
-  for (const ci of workConsumers) {
-    const f = ci.config.filter_subject ?? "";
-    if (!f.startsWith(workPrefix)) continue;
-    const v = view(f.slice(workPrefix.length));
-    v.inFlight += ci.num_pending + ci.num_ack_pending;
-    v.running += ci.num_ack_pending;
+  for (const v of views.values()) {
+    fillFromConsumers(
+      v,
+      PRIORITIES.map((p) => byName.get(n.tasksConsumer(p, v.type))),
+    );
+    v.running = busy[v.type] ?? 0;
   }
   return [...views.values()].sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : 0));
 }
 
-/** One type's queue: stream info by subject plus its six consumers' counts (missing ones count 0). */
+/** One type's queue: stream info by subject, its five consumers' counts and the workers bucket. */
 export async function queueView(
   jsm: JetStreamManager,
   n: Names,
   type: string,
   config: QueueConfig,
 ): Promise<QueueView> {
-  const [subjects, tasksInfos, workInfo] = await Promise.all([
+  const [subjects, infos, busy] = await Promise.all([
     subjectCounts(jsm, n.tasksStream, `${n.prefix}.tasks.*.${type}`),
     Promise.all(PRIORITIES.map((p) => consumerInfo(jsm, n.tasksStream, n.tasksConsumer(p, type)))),
-    consumerInfo(jsm, n.workStream, n.workConsumer(type)),
+    busyByType(jsm, n),
   ]);
   const v = emptyView(type, config);
-  for (const p of PRIORITIES) addDepth(v, p, subjects[n.tasksSubject(p, type)] ?? 0);
-  for (const ci of tasksInfos) v.held += ci?.num_ack_pending ?? 0;
-  v.inFlight = (workInfo?.num_pending ?? 0) + (workInfo?.num_ack_pending ?? 0);
-  v.running = workInfo?.num_ack_pending ?? 0;
+  for (const p of PRIORITIES) add(v.depth, p, subjects[n.tasksSubject(p, type)] ?? 0);
+  fillFromConsumers(v, infos);
+  v.running = busy[type] ?? 0;
   return v;
 }
 
-/** Tasks of a type in the tasks stream, all priorities (one stream-info request). */
+/**
+ * Tasks of a type accepted and not finished: its messages in the tasks stream, all priorities (one
+ * stream-info request). A task's message stays there until its worker stored the outcome, so this
+ * counts the waiting tasks, those the dispatcher holds and those with workers: what `maxDepth` limits.
+ * Read from the stream rather than the consumers so a type no worker has prepared yet counts too.
+ */
 export async function typeDepth(jsm: JetStreamManager, n: Names, type: string): Promise<number> {
   let total = 0;
   for (const c of Object.values(await subjectCounts(jsm, n.tasksStream, `${n.prefix}.tasks.*.${type}`)))
@@ -90,14 +118,42 @@ export async function typeDepth(jsm: JetStreamManager, n: Names, type: string): 
   return total;
 }
 
-function emptyView(type: string, config: QueueConfig): QueueView {
-  const byPriority = Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
-  return { type, config, depth: { total: 0, byPriority }, held: 0, inFlight: 0, running: 0 };
+/**
+ * Waiting and in flight from the five tasks consumers (priority order). A priority without its
+ * consumer has nothing in flight (nobody reads it): all its messages wait.
+ */
+function fillFromConsumers(v: QueueView, infos: readonly (ConsumerInfo | undefined)[]): void {
+  PRIORITIES.forEach((p, i) => {
+    const ci = infos[i];
+    add(v.waiting, p, ci ? ci.num_pending : v.depth.byPriority[p]);
+    v.inFlight += ci?.num_ack_pending ?? 0;
+  });
 }
 
-function addDepth(v: QueueView, p: Priority, n: number): void {
-  v.depth.byPriority[p] += n;
-  v.depth.total += n;
+function emptyCounts(): PriorityCounts {
+  const byPriority = Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
+  return { total: 0, byPriority };
+}
+
+function emptyView(type: string, config: QueueConfig): QueueView {
+  return { type, config, depth: emptyCounts(), waiting: emptyCounts(), inFlight: 0, running: 0 };
+}
+
+function add(c: PriorityCounts, p: Priority, n: number): void {
+  c.byPriority[p] += n;
+  c.total += n;
+}
+
+/**
+ * The (priority, type) of one of the dispatcher's tasks consumers, named as shared/names.ts names them
+ * after their filter subject; undefined for anything else reading the tasks stream.
+ */
+export function dispatcherConsumer(
+  n: Names,
+  ci: ConsumerInfo,
+): { priority: Priority; type: string } | undefined {
+  const pt = splitTasksSubject(ci.config.filter_subject ?? "", `${n.prefix}.tasks.`);
+  return pt && ci.name === n.tasksConsumer(pt.priority, pt.type) ? pt : undefined;
 }
 
 /** `<prefix>.tasks.<priority>.<type>` → its parts; undefined for any other subject. */
@@ -134,6 +190,21 @@ async function consumerInfo(
     if (/not found/i.test(String((err as Error).message))) return undefined;
     throw err;
   }
+}
+
+/** The workers bucket, opened once per connection's manager (a failed open is tried again next time). */
+const workerBuckets = new WeakMap<JetStreamManager, Promise<KV>>();
+
+/** Busy slots per type over live workers (`GET /v1/workers`' `types[type].busy`). */
+async function busyByType(jsm: JetStreamManager, n: Names): Promise<Record<string, number>> {
+  let kv = workerBuckets.get(jsm);
+  if (!kv) {
+    kv = new Kvm(jsm.jetstream()).open(n.workersBucket);
+    workerBuckets.set(jsm, kv);
+    kv.catch(() => workerBuckets.delete(jsm));
+  }
+  const { types } = await readWorkers(await kv);
+  return Object.fromEntries(Object.entries(types).map(([t, c]) => [t, c.busy]));
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { type CommonConfig, commonConfig, commonEnv, envInt, parseEnv } from "../../shared/config.ts";
-import { MAX_MSG_BYTES, WORK_ACK_WAIT_MS } from "../../shared/nats/topology.ts";
+import { MAX_MSG_BYTES, TASKS_ACK_WAIT_MS } from "../../shared/nats/topology.ts";
 import { otelEnv, type TracingConfig, tracingConfig } from "../../shared/telemetry/otel-env.ts";
 
 /** Room kept inside a state record for everything around the result (id, type, times, keys, …). */
@@ -34,8 +34,8 @@ export const envSchema = z.object({
   HEARTBEAT_MS: envInt(100, 60_000).default(2_000),
   /** A task still running after this long gets a `running` state write, ms. */
   RUNNING_WRITE_AFTER_MS: envInt(0).default(250),
-  /** Ack wait of the work consumers this worker creates, ms; a crashed worker's task is redelivered after it. */
-  WORK_ACK_WAIT_MS: envInt(1_000, 3_600_000).default(WORK_ACK_WAIT_MS),
+  /** Ack wait of the tasks consumers of this worker's types, ms: a task whose worker died runs again after it. */
+  WORK_ACK_WAIT_MS: envInt(1_000, 3_600_000).default(TASKS_ACK_WAIT_MS),
   /** Largest handler result stored in the task state, bytes (at most {@link MAX_RESULT_LIMIT_BYTES}). */
   MAX_RESULT_BYTES: envInt(1024)
     .max(MAX_RESULT_LIMIT_BYTES, {

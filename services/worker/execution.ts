@@ -63,11 +63,13 @@ const MAX_ERROR_MESSAGE = 2048;
 /**
  * One attempt of one task on this worker: parse, check signals and history, run the handler under its
  * timeout and signal, then record the outcome (completed, retrying, dead, cancelled, paused) and only
- * then ack the work message.
+ * then ack the tasks message.
  *
- * Attempts: a message carries the attempt it starts (`attempt`, 1 for a new task); every redelivery of
- * the same message after a worker crash is one more attempt, so a task that kills its worker each time
- * runs out of attempts and ends dead instead of looping.
+ * Attempts: a message carries the attempt it starts (`attempt`, 1 for a new task). A redelivery of the
+ * same message is one more attempt only when the record shows that attempt ran (`running`) — a tasks
+ * message also comes back when a dispatcher died holding it or a worker turned it away, and neither
+ * ran it. A redelivery records `running` before its handler starts, so a task that kills its worker
+ * each time runs out of attempts and ends dead instead of looping.
  */
 export class Execution {
   readonly delivery: Delivery;
@@ -163,7 +165,7 @@ export class Execution {
       // nothing to record a state under: drop it loudly rather than redeliver it forever
       this.#deps.log.error(
         { err, subject: d.subject, seq: d.streamSeq },
-        "unreadable work message, terminated",
+        "unreadable tasks message, terminated",
       );
       d.term();
       return "skipped";
@@ -173,7 +175,7 @@ export class Execution {
     let child: Logger | undefined;
     const log = () =>
       (child ??= this.#deps.log.child({ taskId: msg.id, type: msg.type, traceId: traceIdOf(d.headers) }));
-    const attempt = (msg.attempt ?? 1) + d.deliveryCount - 1;
+    let attempt = msg.attempt ?? 1;
     const dispatchedAt = Number(d.headers?.get(Headers.dispatchedAt)) || d.storedAtMs;
     this.#base = {
       id: msg.id,
@@ -195,7 +197,8 @@ export class Execution {
     // a redelivery, a retry or a resumed task: its record has history (a checkpoint, or a finished attempt
     // whose ack was lost); a first delivery of a new task has none worth a read on the hot path, except
     // just after a reconnect, when a crashed server may hand out acked work again as first deliveries
-    if (d.deliveryCount > 1 || attempt > 1 || msg.resumed || this.#deps.replaySuspected()) {
+    const redelivered = d.deliveryCount > 1;
+    if (redelivered || attempt > 1 || msg.resumed || this.#deps.replaySuspected()) {
       const prior = await this.#readState(msg.id);
       if (prior && isFinal(prior.status)) {
         this.#rec.ack();
@@ -207,6 +210,11 @@ export class Execution {
         this.#rec.ack();
         this.#deps.observer?.skipped(msg.type, "already_retried");
         return "skipped";
+      }
+      // this attempt (or a later one, which redeliveries record) ran, and its worker died in it
+      if (redelivered && prior?.status === "running" && prior.attempts >= attempt) {
+        attempt = prior.attempts + 1;
+        this.#base.attempts = attempt;
       }
       if (prior?.checkpoint !== undefined) this.#checkpoint = prior.checkpoint;
       // the pause that stopped it before its resume (the watch may not have seen the delete yet)
@@ -225,10 +233,21 @@ export class Execution {
     if (attempt > policy.maxAttempts) {
       return this.#giveUp(policy, {
         code: ErrorCodes.workerLost,
-        message: `attempt ${attempt} of ${policy.maxAttempts}: the worker running it died every time`,
+        message: `attempt ${attempt} of ${policy.maxAttempts}: every attempt ended without an outcome (its worker died, or it failed unexpectedly)`,
       });
     }
     if (signal?.action === "pause") return this.#paused();
+    if (redelivered) {
+      // stored before anything of the task runs (its payload's validation included): if this attempt
+      // kills its worker or fails unexpectedly too, the next delivery counts it, however fast it
+      // ended (a first delivery writes `running` only once it has lasted)
+      this.#runningWritten = true;
+      try {
+        await this.#rec.put(this.#snapshot("running"));
+      } catch (err) {
+        log().warn({ err }, "running state not written");
+      }
+    }
 
     const parsed = this.#def.payload.safeParse(msg.payload);
     if (!parsed.success) {
@@ -535,7 +554,7 @@ export class Execution {
   #settled(status: Outcome, r: Settled): Outcome {
     if (r === "stored") return status;
     if (r === "redelivered") return "redelivered";
-    this.#logRefused(r, status, "no state can be stored for this task; work message terminated");
+    this.#logRefused(r, status, "no state can be stored for this task; tasks message terminated");
     this.#rec.term();
     return "skipped";
   }

@@ -15,7 +15,7 @@ import {
 /**
  * The execution hook that carries metrics and tracing, so the execution itself only says "an attempt
  * begins" and "it ended with this outcome". One scope per attempt: it counts the start and the wait,
- * opens the handler span (child of the dispatch span in the work message's headers) and makes it
+ * opens the handler span (child of the dispatch span in the handed-on task's headers) and makes it
  * active while the handler runs, then counts the outcome and ends the span.
  */
 
@@ -28,7 +28,7 @@ export type AttemptStart = {
   enqueuedAt: number;
   /** When a delayed task or a retry became due, epoch ms (its wait is counted from then). */
   runAt?: number | undefined;
-  /** Headers of the work message (trace context). */
+  /** Headers of the handed-on task (trace context). */
   headers: MsgHdrs | undefined;
   /** The handler's signal: its abort reason tells a timeout apart from other failures. */
   signal: AbortSignal;

@@ -13,14 +13,14 @@ const encoder = new TextEncoder();
 export type RecorderDeps = { publisher: AckedPublisher; names: Names; workerId: string };
 
 /**
- * How a write ended: `stored` (then the work message was acked), `redelivered` (NATS kept failing:
+ * How a write ended: `stored` (then the tasks message was acked), `redelivered` (NATS kept failing:
  * the message was nak'd), or refused for good ({@link Refused}).
  */
 export type Settled = "stored" | "redelivered" | Refused;
 
 /**
  * A write NATS will never accept as it is (services/worker/write-errors.ts). It was not retried, and
- * the work message was neither acked nor nak'd: the caller stores something it can, then settles.
+ * the tasks message was neither acked nor nak'd: the caller stores something it can, then settles.
  */
 export type Refused = { refused: Exclude<WriteFailure, "transient">; err: unknown };
 
@@ -30,8 +30,8 @@ export function isRefused(r: Settled): r is Refused {
 }
 
 /**
- * Writes the state transitions of one task attempt and settles its work message. Every method stores
- * what must survive first (state, dead letter, the next attempt) and acks the work message last, so a
+ * Writes the state transitions of one task attempt and settles its tasks message. Every method stores
+ * what must survive first (state, dead letter, the next attempt) and acks the tasks message last, so a
  * crash in between means a redelivery — which the execution recognises — never a lost task. Transient
  * NATS failures are retried; a write NATS refuses for good is returned to the caller unsettled, since
  * a redelivery would only be refused again.
@@ -120,7 +120,7 @@ export class Recorder {
     this.#delivery.ack();
   }
 
-  /** Never redeliver the work message: nothing about the task can be stored. */
+  /** Never redeliver the tasks message: nothing about the task can be stored. */
   term(): void {
     this.#delivery.term();
   }

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { Delivery } from "../../shared/nats/delivery.ts";
@@ -90,6 +90,7 @@ export class Worker {
   #state: WorkerState = "created";
   #heartbeat: NodeJS.Timeout | undefined;
   #lease: NodeJS.Timeout | undefined;
+  #leaderSub: Subscription | undefined;
   /** Deadlines and delayed `running` writes of every running task (Execution.tick). */
   #sweep: NodeJS.Timeout | undefined;
   #noticeScheduled = false;
@@ -150,7 +151,7 @@ export class Worker {
     const { config, names, jsm } = this.#d;
     await this.#signals.start(this.#d.nc);
     for (const def of this.#d.definitions) {
-      await ensureTypeConsumers(jsm, names, def.type, { workAckWaitMs: config.workAckWaitMs });
+      await ensureTypeConsumers(jsm, names, def.type, { ackWaitMs: config.workAckWaitMs });
       const slots = config.concurrencyOverride ?? def.concurrency;
       const runner: Runner = {
         def,
@@ -160,7 +161,9 @@ export class Worker {
         deferred: 0,
         freed: 0,
         freedKeys: new Map(),
-        puller: new Puller(this.#d.nc, names.workStream, names.workConsumer(def.type), {
+        // pull requests go to the dispatcher leader, which hands tasks on to them (dispatcher/demand.ts)
+        puller: new Puller(this.#d.nc, names.demandSubject(def.type), {
+          extra: { worker: config.workerId },
           onMessage: (m) => this.#onDelivery(runner, m),
           log: this.#d.log,
           expiresMs: 5_000,
@@ -172,10 +175,17 @@ export class Worker {
     }
     await this.#register();
     this.#state = "running";
+    // a new leader has none of our requests: ask it again at once rather than after their expiry
+    this.#leaderSub = this.#d.nc.subscribe(names.leaderSubject, {
+      callback: () => {
+        if (this.#state !== "running") return;
+        for (const r of this.#runners.values()) r.puller.reset();
+      },
+    });
     for (const r of this.#runners.values()) r.puller.request(r.slots);
     this.#heartbeat = setInterval(() => void this.#register(), config.heartbeatMs);
     // long tasks keep their lease: tell the server every third of the ack wait that they are alive
-    this.#lease = setInterval(() => this.#keepAlive(), Math.max(500, Math.floor(config.workAckWaitMs / 3)));
+    this.#lease = setInterval(() => this.#keepAlive(), Math.max(100, Math.floor(config.workAckWaitMs / 3)));
     this.#sweep = setInterval(() => {
       const now = Date.now();
       for (const r of this.#runners.values()) for (const e of r.running) e.tick(now);
@@ -198,7 +208,9 @@ export class Worker {
     if (this.#state === "stopped" || this.#state === "draining") return this.#idleWait();
     const wasRunning = this.#state === "running";
     this.#state = "draining";
-    clearInterval(this.#heartbeat);
+    // the heartbeat goes on while draining (the record says `draining`, so no slot counts): a leader
+    // elected meanwhile still reads the keys of the tasks running here
+    this.#leaderSub?.unsubscribe();
     for (const r of this.#runners.values()) r.puller.stop();
     if (wasRunning) {
       await this.#register().catch(() => undefined); // say `draining` so our slots stop counting
@@ -215,6 +227,7 @@ export class Worker {
       await drained;
     }
     clearTimeout(timer);
+    clearInterval(this.#heartbeat);
     clearInterval(this.#lease);
     clearInterval(this.#sweep);
     for (const r of this.#runners.values()) r.puller.close();
@@ -323,13 +336,30 @@ export class Worker {
     });
   }
 
+  /**
+   * Every running task, however young: its tasks message's ack timer was last reset by the dispatcher
+   * (every third of the ack wait at most) before it was handed here, so a third more is all it has left
+   * for sure.
+   */
   #keepAlive(): void {
-    const now = Date.now();
-    for (const r of this.#runners.values())
-      for (const e of r.running) if (now - e.startedAt > 1000) e.delivery.working();
+    for (const r of this.#runners.values()) for (const e of r.running) e.delivery.working();
   }
 
   async #register(): Promise<void> {
+    const types: WorkerRecord["types"] = {};
+    for (const [t, r] of this.#runners) {
+      // a task counts for its key until its ack is sent (finishing too): a new dispatcher leader
+      // rebuilds its per-key counts from these, and must not see a key free while a task of it runs
+      const keys = new Map<string, number>();
+      for (const set of [r.running, r.finishing]) {
+        for (const e of set) {
+          const k = e.concurrencyKey;
+          if (k !== undefined) keys.set(k, (keys.get(k) ?? 0) + 1);
+        }
+      }
+      types[t] = { slots: r.slots, busy: r.running.size };
+      if (keys.size > 0) types[t].keys = Object.fromEntries(keys);
+    }
     const rec: WorkerRecord = {
       id: this.#d.config.workerId,
       hostname: hostname(),
@@ -339,9 +369,7 @@ export class Worker {
       startedAt: this.#startedAt,
       heartbeatAt: Date.now(),
       heartbeatMs: this.#d.config.heartbeatMs,
-      types: Object.fromEntries(
-        [...this.#runners].map(([t, r]) => [t, { slots: r.slots, busy: r.running.size }]),
-      ),
+      types,
     };
     try {
       await this.#d.workers.put(rec.id, JSON.stringify(rec));

@@ -4,7 +4,7 @@ import { PublishError } from "../../shared/nats/publisher.ts";
 /**
  * Why a worker's write failed, which decides what happens next:
  * - `transient`: NATS is away or slow (closed or draining connection, no ack in time, no stream
- *   answering: 503). Retried, and the work message nak'd if it goes on.
+ *   answering: 503). Retried, and the tasks message nak'd if it goes on.
  * - `too_large`: the message is over a size limit: the stream's `max_msg_size` (the state bucket's max
  *   value size) or the server's `max_payload`. The same message is refused every time.
  * - `refused`: any other refusal that sending the same message again cannot change (a JetStream API

@@ -1,4 +1,5 @@
 import type { Msg, MsgHdrs, NatsConnection } from "@nats-io/transport-node";
+import { Headers } from "../headers.ts";
 
 /**
  * A message delivered by a JetStream pull consumer, with the acknowledgements we use. We parse the
@@ -7,6 +8,8 @@ import type { Msg, MsgHdrs, NatsConnection } from "@nats-io/transport-node";
  */
 export type Delivery = {
   readonly subject: string;
+  /** The `$JS.ACK…` subject the acknowledgements go to. */
+  readonly ackSubject: string;
   readonly data: Uint8Array;
   readonly headers: MsgHdrs | undefined;
   /** Stream sequence: unique per stored message, the same on redelivery. */
@@ -31,9 +34,12 @@ const WPI = new TextEncoder().encode("+WPI");
 const TERM = new TextEncoder().encode("+TERM");
 const NAK = new TextEncoder().encode("-NAK");
 
-/** Wrap a raw message that carries a `$JS.ACK…` reply subject; undefined if it carries none. */
+/**
+ * Wrap a raw message that carries a `$JS.ACK…` subject: as its reply subject (delivered by a consumer),
+ * or in the `Sluice-Ack` header (handed on by the dispatcher); undefined if it carries none.
+ */
 export function toDelivery(nc: NatsConnection, m: Msg): Delivery | undefined {
-  const reply = m.reply;
+  const reply = m.reply || m.headers?.get(Headers.ack);
   if (!reply || !reply.startsWith("$JS.ACK.")) return undefined;
   const t = reply.split(".");
   // v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>             (9 tokens)
@@ -45,6 +51,7 @@ export function toDelivery(nc: NatsConnection, m: Msg): Delivery | undefined {
   const pending = Number(t[o + 4]);
   return {
     subject: m.subject,
+    ackSubject: reply,
     data: m.data,
     headers: m.headers,
     streamSeq,

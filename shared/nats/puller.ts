@@ -16,8 +16,15 @@ export type PullerOptions = {
    * Demand held back is sent when it reaches this size, or when what is requested falls to it.
    */
   lowWater?: number;
+  /** Fields added to every pull request body: the dispatcher's demand reads `worker` (who asks). */
+  extra?: Record<string, string>;
   log?: Logger;
 };
+
+/** The subject pull requests of a durable consumer go to. */
+export function consumerSource(stream: string, consumer: string): string {
+  return `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`;
+}
 
 type Request = { remaining: number; expiresAt: number; sub: Subscription };
 
@@ -28,6 +35,8 @@ const encoder = new TextEncoder();
  * (consumer.go nextWaiting, 2.9); waiting long for a 408 that never comes stalled the pipeline.
  */
 const EXPIRY_GRACE_MS = 250;
+/** Least time between two warnings about requests the server ended. */
+const WARN_EVERY_MS = 10_000;
 
 /**
  * Pulls from one durable pull consumer exactly as many messages as its owner asked for, no more.
@@ -56,13 +65,18 @@ export class Puller {
   #unsent = 0;
   #flushScheduled = false;
   #stopped = false;
+  #warnedAt = 0;
   /** See {@link PullerOptions.lowWater}; owners whose demand changes size may adjust it. */
   lowWater: number;
   #timer: NodeJS.Timeout;
 
-  constructor(nc: NatsConnection, stream: string, consumer: string, opts: PullerOptions) {
+  /**
+   * @param source where pull requests go: a consumer's next-message API ({@link consumerSource}), or
+   *   the dispatcher's demand subject of a type, which answers the same requests the same way.
+   */
+  constructor(nc: NatsConnection, source: string, opts: PullerOptions) {
     this.#nc = nc;
-    this.#api = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`;
+    this.#api = source;
     this.#opts = { expiresMs: 10_000, ...opts };
     this.lowWater = opts.lowWater ?? 0;
     // Requests lost with a server (no 408 ever comes) are noticed here and raised again.
@@ -99,13 +113,19 @@ export class Puller {
   }
 
   /**
-   * Forget every request in flight and raise the same demand again; call after a reconnect, when the
-   * server may have dropped them. Messages for the old requests that still arrive are over-delivery,
-   * which owners must tolerate anyway (nak what you cannot take).
+   * Write off every request in flight and raise the same demand again; call after a reconnect, when the
+   * server may have dropped them, or when a new dispatcher leads. The old requests still listen until
+   * they expire: what arrives for them is over-delivery, which owners must tolerate anyway (nak what
+   * you cannot take) and which costs less than a message sent to a dropped subscription, which comes
+   * back only after its ack wait.
    */
   reset(): void {
-    const n = this.outstanding - this.#unsent;
-    for (const id of [...this.#requests.keys()]) this.#end(id);
+    let n = this.#unsent;
+    this.#unsent = 0;
+    for (const r of this.#requests.values()) {
+      n += r.remaining;
+      r.remaining = 0;
+    }
     this.request(n);
   }
 
@@ -143,7 +163,7 @@ export class Puller {
       this.#requests.set(id, { remaining: n, expiresAt: Date.now() + expiresMs, sub });
       this.#nc.publish(
         this.#api,
-        encoder.encode(JSON.stringify({ batch: n, expires: expiresMs * 1_000_000 })),
+        encoder.encode(JSON.stringify({ ...this.#opts.extra, batch: n, expires: expiresMs * 1_000_000 })),
         { reply },
       );
     } catch (err) {
@@ -161,7 +181,8 @@ export class Puller {
     const d = toDelivery(this.#nc, m);
     if (!d) return;
     const r = this.#requests.get(id);
-    if (r && --r.remaining <= 0) this.#end(id);
+    // a written-off request (reset) keeps listening, uncounted, until it expires
+    if (r && r.remaining > 0 && --r.remaining <= 0) this.#end(id);
     // demand held back goes out once what the server still owes us is down to the low-water mark
     if (this.#unsent > 0 && this.#sent() <= this.lowWater) this.#schedule();
     this.#opts.onMessage(d);
@@ -175,7 +196,15 @@ export class Puller {
     if (!r) return; // already raised again (reaped or reset)
     this.#end(id);
     const lost = pendingMsgs > 0 ? Math.min(pendingMsgs, r.remaining) : r.remaining;
-    if (code !== 408) this.#opts.log?.warn({ code, description }, "pull request ended by the server");
+    if (code !== 408) {
+      // a 503 (no responders: no dispatcher leads right now, or JetStream is down) repeats with every
+      // retry until it is over: say it once in a while, not four times a second
+      const now = Date.now();
+      if (now - this.#warnedAt >= WARN_EVERY_MS) {
+        this.#warnedAt = now;
+        this.#opts.log?.warn({ code, description }, "pull request ended by the server");
+      }
+    }
     if (!this.#stopped && lost > 0) {
       // back off a little on errors so a missing consumer does not become a busy loop
       if (code === 408) this.request(lost);

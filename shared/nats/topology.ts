@@ -68,10 +68,12 @@ export const SIGNAL_TTL_MS = 7 * 24 * 60 * 60 * 1000;
  */
 export const DUPLICATE_WINDOW_MS = 120_000;
 
-/** Consumer settings for the per-(priority, type) consumers the dispatcher reads. */
+/**
+ * Default ack wait of the per-(priority, type) tasks consumers: how long a task whose worker (or
+ * dispatcher) died waits before it is delivered again. The dispatcher keeps the messages it holds
+ * alive, workers the ones they run, each every third of it. Workers may set it (`WORK_ACK_WAIT_MS`).
+ */
 export const TASKS_ACK_WAIT_MS = 10_000;
-/** Default ack wait of the work consumers; workers send `working()` well inside it. */
-export const WORK_ACK_WAIT_MS = 30_000;
 
 /** Create (or confirm) the tasks and work streams and the buckets. */
 export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<Topology> {
@@ -86,21 +88,14 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
     max_msg_size: o.maxMsgBytes ?? MAX_MSG_BYTES,
   };
   const common: Partial<StreamConfig> = { ...base, retention: RetentionPolicy.Workqueue };
-  // Tasks: written by enqueue (and direct producers), read by the dispatcher; a message leaves the
-  // stream when the dispatcher acks it after the work publish is stored.
+  // Tasks: written by enqueue (and direct producers), read by the dispatcher, which hands each task
+  // to a worker; a message leaves the stream when that worker acks it after recording the outcome.
+  // (Earlier versions also had a work stream between dispatcher and workers: see dispatcher/legacy-work.ts.)
   await ensureStream(jsm, {
     ...common,
     name: n.tasksStream,
     subjects: [n.tasksSubjectAll],
     description: "Sluice accepted tasks, one subject per (priority, type)",
-  });
-  // Work: written by the dispatcher, read by workers; a message leaves when its worker acks it
-  // after recording the final state.
-  await ensureStream(jsm, {
-    ...common,
-    name: n.workStream,
-    subjects: [n.workSubjectAll],
-    description: "Sluice dispatched tasks, one subject per type",
   });
   // Dead letters: written by workers when a task is exhausted or non-retryable, read and replayed or
   // purged by the gateway's /v1/dlq; limits retention, so entries age out with the dead records.
@@ -170,44 +165,37 @@ export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOp
   return { jsm, state, workers, leases, signals, queues, schedules };
 }
 
-/** Create the consumers a task type needs: one per priority on the tasks stream, one on the work stream. */
+/**
+ * Create the consumers a task type needs: one per priority on the tasks stream. Workers pass their ack
+ * wait (`WORK_ACK_WAIT_MS`: it bounds how long their tasks may go without a keepalive); others create
+ * missing consumers with the default and leave an existing one's ack wait as it is.
+ */
 export async function ensureTypeConsumers(
   jsm: JetStreamManager,
   n: Names,
   type: string,
-  o: { workAckWaitMs?: number } = {},
+  o: { ackWaitMs?: number } = {},
 ): Promise<void> {
-  await Promise.all([
-    ...PRIORITIES.map((p) =>
-      ensureConsumer(jsm, n.tasksStream, {
-        durable_name: n.tasksConsumer(p, type),
-        filter_subject: n.tasksSubject(p, type),
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(TASKS_ACK_WAIT_MS),
-        deliver_policy: DeliverPolicy.All,
-        max_ack_pending: 20_000,
-        max_waiting: 512,
-        description: `dispatcher reads ${p} ${type}`,
-      }),
+  await Promise.all(
+    PRIORITIES.map((p) =>
+      ensureConsumer(
+        jsm,
+        n.tasksStream,
+        {
+          durable_name: n.tasksConsumer(p, type),
+          filter_subject: n.tasksSubject(p, type),
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(o.ackWaitMs ?? TASKS_ACK_WAIT_MS),
+          deliver_policy: DeliverPolicy.All,
+          // bounds the tasks of one (priority, type) held by the dispatcher or running
+          max_ack_pending: 20_000,
+          max_waiting: 512,
+          description: `dispatcher reads ${p} ${type}`,
+        },
+        { keepAckWait: o.ackWaitMs === undefined },
+      ),
     ),
-    // Only workers pass an ack wait (it is theirs to choose); others create the consumer if missing
-    // and leave an existing one as it is.
-    ensureConsumer(
-      jsm,
-      n.workStream,
-      {
-        durable_name: n.workConsumer(type),
-        filter_subject: n.workSubject(type),
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(o.workAckWaitMs ?? WORK_ACK_WAIT_MS),
-        deliver_policy: DeliverPolicy.All,
-        max_ack_pending: 100_000,
-        max_waiting: 4096,
-        description: `workers run ${type}`,
-      },
-      { updateExisting: o.workAckWaitMs !== undefined },
-    ),
-  ]);
+  );
 }
 
 async function ensureStream(
@@ -242,12 +230,12 @@ async function ensureConsumer(
   jsm: JetStreamManager,
   stream: string,
   cfg: ConsumerCfg,
-  o: { updateExisting?: boolean } = {},
+  o: { keepAckWait?: boolean } = {},
 ): Promise<void> {
   try {
     const info = await jsm.consumers.info(stream, cfg.durable_name);
     const c = info.config;
-    if (o.updateExisting === false) return;
+    if (o.keepAckWait) cfg = { ...cfg, ack_wait: c.ack_wait };
     if (
       c.ack_wait !== cfg.ack_wait ||
       c.max_ack_pending !== cfg.max_ack_pending ||

@@ -2,7 +2,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { exampleTasks } from "../../services/worker/examples/index.ts";
+import type { TaskDefinition } from "../../services/worker/sdk.ts";
 import { names } from "../../shared/names.ts";
+import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import { KUBERNETES_VERSION, schemaErrors, strictFieldErrors } from "./support/k8s-schema.ts";
 import { type K8sObject, kustomizeBuild, parseYamlDocs, repoRoot } from "./support/kustomize.ts";
 import { envProblems, SERVICES, type ServiceName } from "./support/service-env.ts";
@@ -233,21 +235,65 @@ describe(`kubernetes manifests (k8s/overlays, validated against Kubernetes ${KUB
     expect(rule!.seriesQuery).toMatch(/^sluice_queue_depth\{/);
   });
 
-  it("KEDA reads each built-in type's work consumer, named as shared/names.ts names it", () => {
+  it("KEDA sums each built-in type's five tasks consumers, named as shared/names.ts names them, per worker's slots", () => {
     const so = find(builds["production-keda"], "ScaledObject", "worker")!;
-    const triggers = (so.spec as { triggers: { type: string; metadata: Record<string, string> }[] }).triggers;
+    const spec = so.spec as {
+      triggers: { type: string; name?: string; metadata: Record<string, string> }[];
+      advanced: { scalingModifiers: { target: string; metricType?: string; formula: string } };
+    };
     const n = names("sluice");
-    const nats = triggers.filter((t) => t.type === "nats-jetstream");
     const defs = exampleTasks({ webhookSigningSecret: "x" });
+    const nats = spec.triggers.filter((t) => t.type === "nats-jetstream");
+    // one trigger per (priority, type) consumer of the tasks stream: together they see every task of
+    // the type not finished (a task's message stays there until its worker acks it)
     expect(nats.map((t) => t.metadata.consumer).sort()).toEqual(
-      defs.map((d) => n.workConsumer(d.type)).sort(),
+      defs.flatMap((d) => PRIORITIES.map((p) => n.tasksConsumer(p, d.type))).sort(),
     );
-    expect(n.workConsumer("noop")).toBe("w_noop_bd9b6f");
-    for (const t of nats) {
-      const def = defs.find((d) => n.workConsumer(d.type) === t.metadata.consumer)!;
-      expect(t.metadata.stream).toBe(n.workStream);
+    expect(n.tasksConsumer("normal", "noop")).toBe("d_normal_noop_bd9b6f");
+    for (const t of nats) expect(t.metadata.stream, t.name).toBe(n.tasksStream);
+
+    // scalingModifiers replaces every external trigger by one metric computed by the formula: each one
+    // needs a name the formula can use, and none may be left out of it
+    const sm = spec.advanced.scalingModifiers;
+    expect(sm.target).toBe("1");
+    expect(sm.metricType ?? "AverageValue").toBe("AverageValue");
+    const vars = spec.triggers.filter((t) => t.type !== "cpu" && t.type !== "memory").map((t) => t.name!);
+    expect(new Set(vars).size).toBe(vars.length);
+    for (const v of vars) expect(v).toMatch(/^[A-Za-z_][A-Za-z0-9_]*$/);
+    // only numbers, + and /, parentheses and commas, max() and float(), and trigger names: JavaScript
+    // evaluates such an expr-lang formula the same way
+    expect(sm.formula).toMatch(/^[\w\s+/().,]*$/);
+    const used = new Set(sm.formula.match(/[A-Za-z_]\w*/g));
+    for (const id of used) expect(["max", "float", ...vars], `${id} in the formula`).toContain(id);
+    for (const v of vars) expect(used.has(v), `trigger ${v} left out of the formula`).toBe(true);
+    const formula = new Function("max", "float", ...vars, `return (${sm.formula});`) as (
+      ...args: unknown[]
+    ) => number;
+    /** Replicas asked for at these trigger values (the rest 0): the formula over the target of 1. */
+    const replicas = (values: Record<string, number>) =>
+      formula(Math.max, Number, ...vars.map((v) => values[v] ?? 0)) / Number(sm.target);
+    const trigger = (p: Priority, type: string) =>
+      nats.find((t) => t.metadata.consumer === n.tasksConsumer(p, type))!.name!;
+
+    expect(replicas({})).toBe(0);
+    for (const d of defs) {
       // One worker's slots for the type: see the comment in k8s/components/keda/scaledobject.yaml.
-      expect(Number(t.metadata.lagThreshold), def.type).toBe(def.concurrency);
+      for (const p of PRIORITIES)
+        expect(replicas({ [trigger(p, d.type)]: 10 * d.concurrency }), d.type).toBe(10);
+      // spread over the priorities, the type's tasks add up (KEDA alone would take the largest trigger)
+      const spread = Object.fromEntries(PRIORITIES.map((p) => [trigger(p, d.type), 2 * d.concurrency]));
+      expect(replicas(spread), d.type).toBe(10);
     }
+    // every worker serves every type: the type that needs the most workers decides
+    const [a, b] = defs as [TaskDefinition, TaskDefinition];
+    expect(
+      replicas({
+        [trigger("normal", a.type)]: 3 * a.concurrency,
+        [trigger("bulk", b.type)]: 7 * b.concurrency,
+      }),
+    ).toBe(7);
+    // the prometheus backlog, as the HPA reads it: 200 waiting tasks per worker
+    const backlog = spec.triggers.find((t) => t.type === "prometheus");
+    if (backlog) expect(replicas({ [backlog.name!]: 800 })).toBe(4);
   });
 });

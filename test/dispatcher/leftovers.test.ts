@@ -8,6 +8,7 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { doneUpTo, LeftoverSweeper } from "../../services/dispatcher/leftovers.ts";
 import { createLogger } from "../../shared/logger.ts";
@@ -104,6 +105,39 @@ describe("dispatcher - acked leftovers in the work-queue streams", () => {
     await m2!.ackAck();
     expect(await sweeper.sweep()).toEqual({ [n.workStream]: 2 });
     expect(await left(n.workStream)).toEqual(["w3", "o1"]);
+  });
+
+  it("sweeps the tasks stream alone where no work stream exists (a deployment that never had one)", async () => {
+    const nu = names("lu");
+    const lines: { level: number; msg: string }[] = [];
+    const watched = pino({ level: "info" }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    // limits retention keeps acked messages: the crash's leftovers, made at will (see above)
+    await jsm.streams.add({
+      storage: StorageType.Memory,
+      name: nu.tasksStream,
+      subjects: [nu.tasksSubjectAll],
+    });
+    await jsm.consumers.add(nu.tasksStream, {
+      durable_name: nu.tasksConsumer("normal", "left.u"),
+      filter_subject: nu.tasksSubject("normal", "left.u"),
+      ack_policy: AckPolicy.Explicit,
+    });
+    const js = jetstream(nc);
+    for (const id of ["u1", "u2", "u3"])
+      await js.publish(
+        nu.tasksSubject("normal", "left.u"),
+        JSON.stringify({ id, type: "left.u", enqueuedAt: 1 }),
+      );
+    // u1 and u2 run and are acked by their worker; u3 waits
+    const c = await js.consumers.get(nu.tasksStream, nu.tasksConsumer("normal", "left.u"));
+    for (let i = 0; i < 2; i++) await (await c.next({ expires: 2000 }))!.ackAck();
+    const sweeper = new LeftoverSweeper({ jsm, names: nu, log: watched });
+    expect(await sweeper.sweep()).toEqual({ [nu.tasksStream]: 2 });
+    expect((await jsm.streams.info(nu.tasksStream)).state.messages).toBe(1);
+    // the missing work stream is not a failure
+    expect(lines.filter((l) => l.level >= 40).map((l) => l.msg)).toEqual([
+      "removed acked messages a work-queue stream kept",
+    ]);
   });
 
   it("counts everything delivered as done when every delivery is acked, even with the stream floor behind", () => {

@@ -1,20 +1,23 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TypeDispatcher } from "../../services/dispatcher/type-dispatcher.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { names } from "../../shared/names.ts";
+import { type Delivery, toDelivery } from "../../shared/nats/delivery.ts";
 import { AckedPublisher } from "../../shared/nats/publisher.ts";
+import { consumerSource, Puller } from "../../shared/nats/puller.ts";
 import { ensureTopology, ensureTypeConsumers } from "../../shared/nats/topology.ts";
 import { startTestNats, type TestNats } from "../support/nats.ts";
 import { waitFor } from "../support/processes.ts";
 
 /**
- * The dispatcher's in-flight count against a real server. Consumer info is an upper bound of what is
- * really in flight (it is taken at some moment while publishes go on, and still counts tasks whose
- * slot is already freed), so a reconcile may lower the count to it but not raise it: taking it as the
- * count stalled dispatch under load until the next reconcile. Only after a quiet second, when nothing
- * can be under way, is it exact and taken in both directions.
+ * The dispatcher's in-flight count against a real server. The truth is the tasks consumers' messages
+ * awaiting their ack, less those the dispatcher holds; it is an upper bound of what is really in flight
+ * (taken at some moment while dispatch goes on, and still counting tasks whose slot is already freed),
+ * so a reconcile may lower the count to it but not raise it: taking it as the count stalled dispatch
+ * under load until the next reconcile. Only after a quiet spell, when nothing can be under way, is it
+ * exact and taken in both directions.
  */
 describe("dispatcher - reconcile of the in-flight count", () => {
   let nats: TestNats;
@@ -35,13 +38,28 @@ describe("dispatcher - reconcile of the in-flight count", () => {
   async function dispatcher(type: string, capacity: number) {
     const jsm = await jetstreamManager(nc);
     await ensureTypeConsumers(jsm, n, type, {});
-    const publisher = new AckedPublisher(nc);
+    // a worker asking for `asked.n` tasks: what it is handed is collected (acked by the test)
+    const inbox = createInbox();
+    const asked = { n: capacity };
+    const handed: Delivery[] = [];
+    nc.subscribe(inbox, {
+      callback: (_e, m) => {
+        handed.push(toDelivery(nc, m)!);
+      },
+    });
     const td = new TypeDispatcher(type, {
       nc,
       jsm,
       names: n,
-      publisher,
       log,
+      demand: {
+        outstanding: () => asked.n,
+        take: () => {
+          if (asked.n <= 0) return undefined;
+          asked.n--;
+          return inbox;
+        },
+      },
       prefetchRatio: 0,
       prefetchMs: 0,
       windowMax: 16,
@@ -49,49 +67,66 @@ describe("dispatcher - reconcile of the in-flight count", () => {
       // long enough that the steps below run well inside it even on a loaded machine
       quietMs: 2_000,
     });
-    return { td, jsm, publisher };
+    return { td, handed, asked };
   }
 
-  it("is not raised by work it did not dispatch while busy, is lowered when work vanished, is exact when quiet", async () => {
+  const publisher = () => new AckedPublisher(nc);
+  const task = (type: string, id: string) =>
+    JSON.stringify({ id, type, priority: "normal", payload: id, enqueuedAt: Date.now() });
+
+  it("starts from the truth, is lowered when work vanished, is not raised while busy, is exact when quiet", async () => {
     const type = "rc.a";
-    const { td, jsm, publisher } = await dispatcher(type, 4);
+    const pub = publisher();
+    // three tasks with a worker before this dispatcher leads (another reader holds them unacked)
+    const jsm = await jetstreamManager(nc);
+    await ensureTypeConsumers(jsm, n, type, {});
+    for (let i = 0; i < 3; i++)
+      await pub.publish(n.tasksSubject("normal", type), task(type, `o${i}`), { msgId: `o${i}` });
+    const other: Delivery[] = [];
+    const outsider = new Puller(nc, consumerSource(n.tasksStream, n.tasksConsumer("normal", type)), {
+      onMessage: (d) => other.push(d),
+      expiresMs: 2_000,
+    });
+    outsider.request(3);
+    await waitFor(() => other.length === 3 || undefined);
+    outsider.close();
+
+    // a new leader counts them
+    const { td, handed, asked } = await dispatcher(type, 4);
     td.start();
-    await waitFor(() => td.inFlight === 0 || undefined);
-    // work in the stream that this dispatcher never counted (what a slow consumer-info answer looks
-    // like: publishes counted twice, or tasks already freed whose final write is under way)
-    for (let i = 0; i < 3; i++) await publisher.publish(n.workSubject(type), JSON.stringify({ i }));
+    await waitFor(() => td.inFlight === 3 || undefined);
+    // they finish with no "slots freed" notice (as when notices are lost in a reconnect): lowered
+    for (const d of other) d.ack();
+    await nc.flush();
     await td.reconcile();
     expect(td.inFlight).toBe(0);
-    // four tasks dispatched: the count follows its own dispatches
-    for (let i = 0; i < 6; i++) {
-      await publisher.publish(
-        n.tasksSubject("normal", type),
-        JSON.stringify({ id: `t${i}`, type, priority: "normal", payload: i, enqueuedAt: Date.now() }),
-        { msgId: `t${i}` },
-      );
-    }
-    // the six arrive in pulls of their own, so wait until all are here; the count must then stay at
-    // capacity with the other two held (the first check alone raced the last pull in CI)
+
+    // six tasks: four handed on (what the worker asked for), two held
+    for (let i = 0; i < 6; i++)
+      await pub.publish(n.tasksSubject("normal", type), task(type, `t${i}`), { msgId: `t${i}` });
     const heldSum = () => td.held().reduce((a, b) => a + b, 0);
     await waitFor(() => (td.inFlight === 4 && heldSum() === 2) || undefined);
     await new Promise((r) => setTimeout(r, 100));
     expect(td.inFlight).toBe(4);
     expect(heldSum()).toBe(2);
-    // the work vanishes with no "slots freed" notice (as when notices are lost in a reconnect):
-    // the reconcile lowers the count, and the held tasks go out
-    await jsm.streams.purge(n.workStream);
-    await td.reconcile();
+    expect(handed.length).toBe(4);
+    // two slots freed twice (a worker died between freeing them and acking): the held two go out
+    // and the count runs two low; while busy a reconcile does not raise it (the truth may still
+    // count finished tasks), after a quiet spell it is exact
+    td.freed(2);
+    asked.n += 2;
     td.pump();
-    await waitFor(() => (td.inFlight === 2 && td.held().every((h) => h === 0)) || undefined);
-    // after a quiet spell nothing can be under way, so consumer info is exact and raises it too:
-    // two more messages nobody dispatched (as when a slot was freed twice and the count ran low)
-    for (let i = 0; i < 2; i++) await publisher.publish(n.workSubject(type), JSON.stringify({ i }));
-    await td.reconcile();
-    expect(td.inFlight).toBe(2);
-    await new Promise((r) => setTimeout(r, 2_100));
+    await waitFor(() => (handed.length === 6 && td.inFlight === 4) || undefined);
     await td.reconcile();
     expect(td.inFlight).toBe(4);
+    await new Promise((r) => setTimeout(r, 2_100));
+    await td.reconcile();
+    expect(td.inFlight).toBe(6);
+    for (const d of handed) d.ack();
+    await nc.flush();
+    await td.reconcile();
+    expect(td.inFlight).toBe(0);
     td.stop();
-    publisher.close();
+    pub.close();
   });
 });

@@ -17,6 +17,7 @@ const enc = new TextEncoder();
 function held(body: Record<string, unknown>, storedAtMs = Date.now()): Delivery {
   return {
     subject: "sluice.tasks.normal.t",
+    ackSubject: "$JS.ACK.S.c.1.1.1.0.0",
     data: enc.encode(JSON.stringify({ id: "x", type: "t", enqueuedAt: storedAtMs, ...body })),
     headers: undefined,
     streamSeq: 1,

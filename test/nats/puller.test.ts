@@ -2,7 +2,7 @@ import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Delivery } from "../../shared/nats/delivery.ts";
-import { Puller } from "../../shared/nats/puller.ts";
+import { consumerSource, Puller } from "../../shared/nats/puller.ts";
 import { startTestNats, type TestNats } from "../support/nats.ts";
 import { waitFor } from "../support/processes.ts";
 
@@ -51,7 +51,7 @@ describe("Puller", () => {
   it("delivers exactly the demand, across round-robin service and expiring requests", async () => {
     const { requests, publish, jsm, name } = await setup();
     const got: Delivery[] = [];
-    const p = new Puller(nc, name, "c", { onMessage: (d) => got.push(d), expiresMs: 600 });
+    const p = new Puller(nc, consumerSource(name, "c"), { onMessage: (d) => got.push(d), expiresMs: 600 });
     try {
       // two requests waiting at once: the server alternates between them
       p.request(6);
@@ -81,7 +81,11 @@ describe("Puller", () => {
   it("tops up in chunks while enough is asked for (lowWater)", async () => {
     const { requests, publish, name } = await setup();
     const got: Delivery[] = [];
-    const p = new Puller(nc, name, "c", { onMessage: (d) => got.push(d), expiresMs: 10_000, lowWater: 4 });
+    const p = new Puller(nc, consumerSource(name, "c"), {
+      onMessage: (d) => got.push(d),
+      expiresMs: 10_000,
+      lowWater: 4,
+    });
     try {
       p.request(16);
       await nc.flush();

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Headers } from "../../shared/headers.ts";
+import { names } from "../../shared/names.ts";
 import { freePort } from "../../shared/nats/local-server.ts";
 import { type ServiceProcess, waitFor } from "../support/processes.ts";
 import { type Stack, startStack } from "../support/stack.ts";
@@ -78,14 +80,23 @@ describe("observability - metrics of a running stack", () => {
     });
     procs.push(worker);
     nc = await connect({ servers: stack.nats.url });
-    for (const subject of ["sluice.tasks.>", "sluice.work.>"]) {
-      nc.subscribe(subject, {
-        callback: (_e, m) => {
-          const tp = m.headers?.get("traceparent");
-          if (tp) seenHeaders.push({ subject: m.subject, traceparent: tp });
-        },
-      });
-    }
+    nc.subscribe("sluice.tasks.>", {
+      callback: (_e, m) => {
+        const tp = m.headers?.get("traceparent");
+        if (tp) seenHeaders.push({ subject: m.subject, traceparent: tp });
+      },
+    });
+    // the dispatcher hands each task to the inbox of a worker's pull request, with the ack subject of
+    // its tasks message in a header: recorded under that tasks consumer's name
+    nc.subscribe("_INBOX.>", {
+      callback: (_e, m) => {
+        const ack = m.headers?.get(Headers.ack);
+        const tp = m.headers?.get("traceparent");
+        if (!ack || !tp) return;
+        const consumer = ack.split(".").find((t) => t.startsWith("d_"));
+        seenHeaders.push({ subject: `handed on from ${consumer}`, traceparent: tp });
+      },
+    });
 
     // the workload: 101 tasks that complete, 4 that fail, 1 that times out, 1 duplicate, 6 refusals
     const posts: Promise<{ status: number; body: Record<string, unknown> }>[] = [];
@@ -124,7 +135,7 @@ describe("observability - metrics of a running stack", () => {
     }
     const bad = await nc.request("sluice.enqueue", "{nope", { timeout: 5_000 });
     expect(bad.json<{ error: { code: string } }>().error.code).toBe("invalid_json");
-    // an untraced deployment still carries a caller's trace context to the work message
+    // an untraced deployment still carries a caller's trace context to the worker
     const traced = await fetch(`${stack.url}/v1/tasks`, {
       method: "POST",
       headers: { "content-type": "application/json", traceparent: TRACEPARENT },
@@ -302,10 +313,10 @@ describe("observability - metrics of a running stack", () => {
     ).toEqual([]);
   });
 
-  it("untraced services pass a caller's traceparent from the request to the tasks and work messages", () => {
+  it("untraced services pass a caller's traceparent from the request to the tasks message and the worker", () => {
     const subjects = seenHeaders.filter((h) => h.traceparent === TRACEPARENT).map((h) => h.subject);
     expect(subjects).toContain("sluice.tasks.urgent.test.record");
-    expect(subjects).toContain("sluice.work.test.record");
+    expect(subjects).toContain(`handed on from ${names("sluice").tasksConsumer("urgent", "test.record")}`);
     // nothing invented a trace context for the untraced requests
     expect(seenHeaders.every((h) => h.traceparent === TRACEPARENT)).toBe(true);
   });

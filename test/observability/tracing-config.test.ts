@@ -86,11 +86,11 @@ describe("observability - untraced processes", () => {
     incoming.set("traceparent", TP);
     incoming.set("tracestate", "vendor=1");
     const out = newHeaders();
-    expect(traceDispatch(incoming, out, "t1", "noop", "normal", "sluice.work.noop")).toBeUndefined();
+    expect(traceDispatch(incoming, out, "t1", "noop", "normal", "sluice.demand.noop")).toBeUndefined();
     expect(out.get("traceparent")).toBe(TP);
     expect(out.get("tracestate")).toBe("vendor=1");
     const none = newHeaders();
-    traceDispatch(undefined, none, "t2", "noop", "normal", "sluice.work.noop");
+    traceDispatch(undefined, none, "t2", "noop", "normal", "sluice.demand.noop");
     expect(none.has("traceparent")).toBe(false);
   });
 

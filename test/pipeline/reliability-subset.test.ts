@@ -34,7 +34,7 @@ describe("reliability subset", () => {
     expect(r.audit.statuses).toEqual({ completed: 1_000 });
     expect(r.audit.finalWritesNotOnce).toBe(0);
     expect(r.kills.map((k) => k.role).sort()).toEqual(["dispatcher", "worker", "worker"]);
-    expect(r.streams.tasks + r.streams.work).toBe(0);
+    expect(r.streams.tasks).toBe(0);
     expect(r.unexpectedExits).toEqual([]);
   });
 
@@ -60,8 +60,10 @@ describe("reliability subset", () => {
       expect(t.readyAgainAfterMs, `${t.name} ready again`).toBeDefined();
     }
     expect(r.consumers).toEqual({ pending: 0, ackPending: 0 });
-    // acked messages the crash kept in the streams were purged by the leader (leftovers.ts)
-    expect({ tasks: r.streams.tasks, work: r.streams.work }).toEqual({ tasks: 0, work: 0 });
+    // acked messages the crash kept in the tasks stream were purged by the leader (leftovers.ts)
+    // what a read returns; the stream state may still count a few no read returns (docs/reliability.md)
+    expect(r.readableTasks).toBe(0);
+    expect(r.streams.tasks).toBeLessThanOrEqual(5);
     if (verbose) console.log(`nats restart: ${r.leftoversRemoved} acked leftovers removed`);
   });
 
@@ -76,8 +78,8 @@ describe("reliability subset", () => {
     });
     expect(r.failures).toEqual([]);
     expect(r.terminated).toBe(r.directPublished);
-    const { tasks, work, state, dlq, delayed, queues, signals, schedules } = r.after;
-    expect({ tasks, work, state, dlq, delayed, queues, signals, schedules }).toEqual(r.before);
+    const { tasks, state, dlq, delayed, queues, signals, schedules } = r.after;
+    expect({ tasks, state, dlq, delayed, queues, signals, schedules }).toEqual(r.before);
     expect(r.alive).toHaveLength(3);
     expect(r.validAfter).toEqual({ sent: 20, completed: 20 });
   });
@@ -98,6 +100,8 @@ describe("reliability subset", () => {
     expect(Object.keys(r.statuses).sort()).toEqual(["202", "429"]);
     expect(r.statuses["429"]!).toBeGreaterThan((r.statuses["202"]! + r.statuses["429"]!) / 3);
     expect(r.retryAfter).toEqual({ "1": r.statuses["429"] });
+    expect(r.depthReads).toBeGreaterThan(0);
+    expect(r.depthReadsFailed).toEqual({});
     expect(r.maxDepthSeen).toBeLessThanOrEqual(200);
     expect(r.notCompleted).toBe(0);
     expect(r.waits.urgent.p99).toBeLessThan(1_000);

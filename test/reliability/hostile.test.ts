@@ -30,8 +30,8 @@ describe("reliability - hostile input", () => {
     console.log(JSON.stringify({ scenario: "hostile", ...r }, null, 1));
     expect(r.failures).toEqual([]);
     expect(r.terminated).toBe(r.directPublished);
-    const { tasks, work, state, dlq, delayed, queues, signals, schedules } = r.after;
-    expect({ tasks, work, state, dlq, delayed, queues, signals, schedules }).toEqual(r.before);
+    const { tasks, state, dlq, delayed, queues, signals, schedules } = r.after;
+    expect({ tasks, state, dlq, delayed, queues, signals, schedules }).toEqual(r.before);
     expect(r.alive).toHaveLength(3);
     for (const [name, m] of Object.entries(r.rss)) {
       expect(m.after - m.baseline, `${name} RSS growth`).toBeLessThanOrEqual(RSS_GROWTH_LIMIT_MB);

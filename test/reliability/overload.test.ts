@@ -29,6 +29,9 @@ describe("reliability - overload at 3x the processing rate", () => {
     // about 2/3 of what is offered cannot be processed: it must be refused, not queued
     expect(r.statuses["429"]!).toBeGreaterThan(0.5 * (r.statuses["202"]! + r.statuses["429"]!));
     expect(r.retryAfter).toEqual({ "1": r.statuses["429"] });
+    // the depth was read throughout: every read answered
+    expect(r.depthReads).toBeGreaterThan(0);
+    expect(r.depthReadsFailed).toEqual({});
     expect(r.maxDepthSeen).toBeLessThanOrEqual(200);
     expect(r.notCompleted).toBe(0);
     expect(r.waits.urgent.n).toBeGreaterThan(0);

@@ -5,11 +5,14 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import { loadConfig as loadDispatcherConfig } from "../../services/dispatcher/config.ts";
+import { Dispatcher } from "../../services/dispatcher/dispatcher.ts";
 import { loadConfig, MAX_RESULT_LIMIT_BYTES } from "../../services/worker/config.ts";
 import { defineTask } from "../../services/worker/sdk.ts";
 import { Worker } from "../../services/worker/worker.ts";
 import { names as buildNames } from "../../shared/names.ts";
 import { ensureTopology } from "../../shared/nats/topology.ts";
+import { PRIORITIES } from "../../shared/priority.ts";
 import type { TaskMessage, TaskState } from "../../shared/task.ts";
 import { startTestNats, type TestNats } from "../support/nats.ts";
 import { waitFor } from "../support/processes.ts";
@@ -68,14 +71,33 @@ describe("worker - outcomes NATS will never store", () => {
   let jsm: JetStreamManager;
   let state: KV;
   let worker: Worker;
+  let dispatcher: Dispatcher;
   let n = 0;
 
   beforeAll(async () => {
     nats = await startTestNats();
     nc = await connect({ servers: nats.url });
-    const topo = await ensureTopology(nc, names, { replicas: 1, storage: "file" });
+    const dconfig = loadDispatcherConfig({
+      DISPATCHER_ID: "d1",
+      LEASE_TTL_MS: "2000",
+      LEASE_RENEW_MS: "500",
+    });
+    const topo = await ensureTopology(nc, names, {
+      replicas: 1,
+      storage: "file",
+      leaseTtlMs: dconfig.leaseTtlMs,
+    });
     ({ jsm, state } = topo);
     js = jetstream(nc);
+    // the dispatcher hands each task to the worker's pull request, with its tasks message to ack
+    dispatcher = new Dispatcher({
+      ...topo,
+      nc,
+      names,
+      config: dconfig,
+      log: log.child({ service: "dispatcher" }),
+    });
+    await dispatcher.start();
     worker = new Worker({
       ...topo,
       nc,
@@ -88,18 +110,23 @@ describe("worker - outcomes NATS will never store", () => {
       log,
     });
     await worker.start();
+    await waitFor(() => dispatcher.state === "leading", 10_000);
   });
   afterAll(async () => {
     await worker?.shutdown(1000);
+    await dispatcher?.stop();
     await nc?.close();
     await nats?.cleanup();
   });
 
-  /** Put a task straight on the work stream (as the dispatcher would) and return its id. */
+  /**
+   * Put a gateway-shaped task straight on the tasks stream (the dispatcher hands it to the worker as it
+   * is) and return its id.
+   */
   async function dispatch(type: string, payload: unknown): Promise<string> {
     const id = `t${++n}-${Date.now()}`;
     const msg: TaskMessage = { id, type, priority: "normal", payload, enqueuedAt: Date.now() };
-    await js.publish(names.workSubject(type), JSON.stringify(msg));
+    await js.publish(names.tasksSubject("normal", type), JSON.stringify(msg));
     return id;
   }
 
@@ -111,11 +138,16 @@ describe("worker - outcomes NATS will never store", () => {
     }, 10_000);
   }
 
-  /** The work consumer of `type` holds nothing: every message it delivered was acked or terminated. */
+  /**
+   * The tasks consumers of `type` hold nothing: every message they delivered was acked or terminated
+   * (by the worker, which acks the tasks message itself), none is waiting for a redelivery.
+   */
   async function settled(type: string): Promise<void> {
     await waitFor(async () => {
-      const ci = await jsm.consumers.info(names.workStream, names.workConsumer(type));
-      return ci.num_pending === 0 && ci.num_ack_pending === 0 && ci.num_redelivered === 0;
+      const cis = await Promise.all(
+        PRIORITIES.map((p) => jsm.consumers.info(names.tasksStream, names.tasksConsumer(p, type))),
+      );
+      return cis.every((ci) => ci.num_pending === 0 && ci.num_ack_pending === 0 && ci.num_redelivered === 0);
     }, 5_000);
   }
 
@@ -131,7 +163,7 @@ describe("worker - outcomes NATS will never store", () => {
     });
     expect(dlq?.json<{ task: TaskMessage }>().task.id).toBe(id);
     expect(s.dlqSeq).toBe(dlq?.seq);
-    // settled once: the work message acked, the handler not run again
+    // settled once: the tasks message acked, the handler not run again
     await settled("big.result");
     await sleep(1500);
     expect(runs.get(id)).toBe(1);
@@ -188,7 +220,7 @@ describe("worker - outcomes NATS will never store", () => {
     const id = `deep-${Date.now()}`;
     const depth = 100_000;
     const body = `{"id":"${id}","type":"deep.json","priority":"normal","enqueuedAt":1,"maxAttempts":1,"payload":${"[".repeat(depth)}${"]".repeat(depth)}}`;
-    await js.publish(names.workSubject("deep.json"), body);
+    await js.publish(names.tasksSubject("normal", "deep.json"), body);
     const s = await finalState(id, ["dead"]);
     expect(s.attempts).toBe(2); // the first delivery failed in validation and was nak'd
     expect(s.task).toBeUndefined();

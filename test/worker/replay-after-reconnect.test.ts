@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { names } from "../../shared/names.ts";
 import { freePort, type LocalServer } from "../../shared/nats/local-server.ts";
+import { PRIORITIES } from "../../shared/priority.ts";
 import { parseSamples, sumOf } from "../observability/support/promql.ts";
 import { trackServer } from "../support/orphans.ts";
 import { waitFor } from "../support/processes.ts";
@@ -10,11 +11,12 @@ import { type Stack, startStack } from "../support/stack.ts";
 
 /**
  * nats-server 2.9.10 killed with SIGKILL loses acks it had not written yet, and after its restart
- * delivers acked work again as *first* deliveries (docs/reliability.md, Known issues 1). A worker does
+ * delivers acked tasks again as *first* deliveries (docs/reliability.md, Known issues 1). A worker does
  * not read a task's record on a first delivery (the hot path), so it used to run such a task again.
  * For two ack waits after a reconnect it now reads the record first, as for a redelivery. The replay is
- * made here by hand: the same task's work message published again under a new msg id after the
- * server restarted, which is what a rolled-back consumer or a lost dedup entry hands out.
+ * made here by hand: the same task's tasks message published again under a new msg id after the
+ * server restarted, which is what a rolled-back consumer or a lost dedup entry hands out; the
+ * dispatcher hands it to the worker as a first delivery (delivery count 1), as any new task.
  */
 describe("worker - first deliveries after a reconnect", () => {
   let stack: Stack | undefined;
@@ -29,7 +31,7 @@ describe("worker - first deliveries after a reconnect", () => {
 
   it("skips a finished task delivered again after the server restarted, and runs new ones", async () => {
     stack = await startStack();
-    await stack.dispatcher();
+    const dispatcher = await stack.dispatcher();
     const metricsPort = await freePort();
     const worker = await stack.worker({ WORKER_TYPES: "test.record", METRICS_PORT: String(metricsPort) });
     const skipped = async () =>
@@ -47,6 +49,7 @@ describe("worker - first deliveries after a reconnect", () => {
     await stack.nats.stop();
     restarted = trackServer(await stack.nats.restart());
     await worker.waitForLog((l) => l.msg === "nats reconnected", 15_000);
+    await dispatcher.waitForLog((l) => l.msg === "nats reconnected", 15_000);
     await stack.enqueue.waitForLog((l) => l.msg === "nats reconnected", 15_000);
 
     const n = names("sluice");
@@ -59,24 +62,36 @@ describe("worker - first deliveries after a reconnect", () => {
       payload: { n: 1 },
       enqueuedAt: done.enqueuedAt,
     };
-    const replay = await jsm.jetstream().publish(n.workSubject("test.record"), JSON.stringify(task), {
-      msgID: `${id}:replayed`,
-    });
+    const replay = await jsm
+      .jetstream()
+      .publish(n.tasksSubject(done.priority, "test.record"), JSON.stringify(task), {
+        msgID: `${id}:replayed`,
+      });
     expect(replay.duplicate).toBe(false);
-    // the worker acks it (the work stream empties) without running the handler
-    await waitFor(async () => (await jsm.streams.info(n.workStream)).state.messages === 0, 10_000, 50).catch(
-      async (e) => {
-        console.log(JSON.stringify((await jsm.streams.info(n.workStream)).state));
-        for await (const ci of jsm.consumers.list(n.workStream)) console.log(JSON.stringify(ci));
+    // the dispatcher hands it on and the worker acks it (the tasks stream empties, its consumers hold
+    // nothing) without running the handler
+    const consumers = () =>
+      Promise.all(
+        PRIORITIES.map((p) => jsm.consumers.info(n.tasksStream, n.tasksConsumer(p, "test.record"))),
+      );
+    await waitFor(
+      async () =>
+        (await jsm.streams.info(n.tasksStream)).state.messages === 0 &&
+        (await consumers()).every((ci) => ci.num_pending + ci.num_ack_pending === 0),
+      10_000,
+      50,
+    ).catch(async (e) => {
+      console.log(JSON.stringify((await jsm.streams.info(n.tasksStream)).state));
+      for (const ci of await consumers()) console.log(JSON.stringify(ci));
+      for (const p of [dispatcher, worker])
         console.log(
-          worker.logs
+          p.logs
             .slice(-15)
             .map((l) => JSON.stringify(l))
             .join("\n"),
         );
-        throw e;
-      },
-    );
+      throw e;
+    });
     // the gateway answers 503 until its own readiness check has seen NATS again
     const after = await waitFor(async () => {
       const r = await stack!.post({ type: "test.record", payload: { n: 2 } });

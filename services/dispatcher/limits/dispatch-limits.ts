@@ -1,19 +1,19 @@
-import type { JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "../../../shared/logger.ts";
 import type { Names } from "../../../shared/names.ts";
 import { QueueConfigs } from "../../../shared/queues.ts";
-import { scanInFlightKeys } from "./in-flight-keys.ts";
+import { type KeyReports, reportedKeys } from "./in-flight-keys.ts";
 import type { SlotsNotice } from "./slots-notice.ts";
 import { type ThrottleReason, TypeGate } from "./type-gate.ts";
 
 /** What the dispatcher's limits need. */
 export type DispatchLimitsDeps = {
   nc: NatsConnection;
-  jsm: JetStreamManager;
   names: Names;
   log: Logger;
+  /** What workers report running per concurrency key: the worker registry (../registry.ts). */
+  keyReports: KeyReports;
   /** Every time dispatching of a type is held back (feeds `sluice_throttled_total{type,reason}`). */
   onThrottled?: (type: string, reason: ThrottleReason) => void;
 };
@@ -28,7 +28,7 @@ const decoder = new TextDecoder();
  * leader starts with the current configs); the leader also listens for handlers' throttle notices and
  * runs one {@link TypeGate} per active type. Gates live only while leading: after a failover the new
  * leader starts with an empty rate window and no retry-after holds, and rebuilds running counts per key
- * from the work stream before it admits by key.
+ * from the workers' registration records before it admits a task with a key.
  */
 export class DispatchLimits {
   readonly #d: DispatchLimitsDeps;
@@ -103,7 +103,7 @@ export class DispatchLimits {
         type,
         log: this.#d.log,
         wake,
-        scanKeys: () => scanInFlightKeys(this.#d.jsm, this.#d.names, type),
+        scanKeys: (signal) => reportedKeys(this.#d.keyReports, type, signal),
         onThrottled: (reason) => this.#d.onThrottled?.(type, reason),
       },
       this.#configs?.get(type) ?? { paused: false, updatedAt: 0 },

@@ -4,16 +4,19 @@ import { PRIORITIES } from "../../../shared/priority.ts";
 import { concurrencyKeyOf } from "./in-flight-keys.ts";
 import type { SlotsNotice } from "./slots-notice.ts";
 
-/** Delay before re-reading running keys after a notice that did not name its keys, ms. */
+/** Delay before rebuilding the counts after a notice that did not name its keys, ms. */
 const RESCAN_DELAY_MS = 100;
 
 /** What the counts need from their gate. */
 export type KeyCountsDeps = {
   type: string;
   log: Logger;
-  /** Running tasks per concurrency key, read from the work stream (undefined: too many to read). */
-  scan: () => Promise<Map<string, number> | undefined>;
-  /** A key's count fell or a re-read finished: the dispatcher may dispatch again. */
+  /**
+   * Running tasks per concurrency key as the workers report them, covering every task handed on
+   * before the call (./in-flight-keys.ts `reportedKeys`); rejects when `signal` aborts.
+   */
+  scan: (signal: AbortSignal) => Promise<Map<string, number>>;
+  /** A key's count fell or a rebuild finished: the dispatcher may dispatch again. */
   wake: () => void;
 };
 
@@ -22,8 +25,9 @@ type BlockedPrefix = { first: Delivery; last: Delivery; upTo: number; bytes: num
 
 /**
  * Running tasks per concurrencyKey of one type while its keyConcurrency is set: +1 per dispatch, −n per
- * slots notice that names its keys, and re-read from the work stream when they may be stale. Counts
- * err high only (see {@link KeyCounts.rescan}), so a key may wait a little but never runs past its limit.
+ * slots notice that names its keys, and rebuilt from the workers' reports when they may be stale.
+ * Counts err high only (see {@link KeyCounts.rescan}), so a key may wait a little but never runs past
+ * its limit.
  */
 export class KeyCounts {
   readonly #d: KeyCountsDeps;
@@ -34,19 +38,20 @@ export class KeyCounts {
   readonly #keyOf = new WeakMap<Delivery, string | null>();
   readonly #prefix: (BlockedPrefix | undefined)[] = PRIORITIES.map(() => undefined);
   #scanning: Map<string, number> | undefined;
+  readonly #abort = new AbortController();
   #scanAgain = false;
   #scanTimer: NodeJS.Timeout | undefined;
-  /** A notice freed slots without naming their keys: counts may be high until the next re-read. */
+  /** A notice freed slots without naming their keys: counts may be high until the next rebuild. */
   #dirty = false;
   #closed = false;
 
-  /** Start counting: nothing is admitted by key until the first read of the work stream is in. */
+  /** Start counting: no task with a key is admitted until the first rebuild is in. */
   constructor(deps: KeyCountsDeps) {
     this.#d = deps;
     this.rescan();
   }
 
-  /** False until the running keys have been read once. */
+  /** False until the counts have been built once. */
   get ready(): boolean {
     return this.#ready;
   }
@@ -104,26 +109,33 @@ export class KeyCounts {
     if (notice.keys) {
       for (const [k, n] of Object.entries(notice.keys)) this.#release(k, n);
     } else if (notice.n > 0 && this.#keys.size > 0) {
-      // an older worker: which keys freed is unknown until the work stream is read again
+      // an older worker: which keys freed is unknown until the workers report again
       this.#dirty = true;
       this.#rescanSoon();
     }
   }
 
-  /** Once a second: re-read when the counts may be stale (see docs: a lost notice heals here). */
+  /** Once a second: rebuild when the counts may be stale (see docs: a lost notice heals here). */
   tick(blocking: boolean): void {
     if (!this.#ready || this.#dirty || blocking) this.rescan();
   }
 
-  /** Stop timers. */
+  /** Stop timers and any rebuild under way. */
   close(): void {
     this.#closed = true;
     clearTimeout(this.#scanTimer);
+    this.#abort.abort();
   }
 
   /**
-   * Rebuild the counts from the work stream. Dispatches made while the read runs are added on top
-   * (they may or may not be in what it read) and frees during it are ignored: both err high.
+   * Rebuild the counts from the workers' reports, which take up to a heartbeat interval to cover
+   * everything handed on before the rebuild began. Dispatches made meanwhile are added on top (they may
+   * or may not be in what was reported) and frees meanwhile are ignored: both err high. The first
+   * rebuild sets the counts; later ones only lower them, key by key, to the rebuilt value: both are
+   * upper bounds, so the lower one is too. Kept up by dispatches and notices, the counts are exact
+   * but for lost notices, while a rebuild under load counts the frees it ignored: replacing them
+   * would hold a busy key back for a rebuild's length each time, lowering them is what heals a lost
+   * notice.
    */
   rescan(): void {
     if (this.#closed) return;
@@ -135,24 +147,26 @@ export class KeyCounts {
     this.#scanning = during;
     this.#dirty = false;
     this.#d
-      .scan()
+      .scan(this.#abort.signal)
       .then(
         (counts) => {
           if (this.#closed) return;
-          if (!counts) {
-            this.#d.log.warn(
-              { type: this.#d.type },
-              "too many tasks in flight to count per key; counts kept",
-            );
-            this.#ready = true;
-            return;
-          }
           for (const [k, n] of during) counts.set(k, (counts.get(k) ?? 0) + n);
-          this.#keys = counts;
-          this.#ready = true;
+          if (!this.#ready) {
+            this.#keys = counts;
+            this.#ready = true;
+          } else {
+            for (const [k, n] of this.#keys) {
+              const rebuilt = counts.get(k) ?? 0;
+              if (rebuilt >= n) continue;
+              if (rebuilt > 0) this.#keys.set(k, rebuilt);
+              else this.#keys.delete(k);
+            }
+          }
           this.#gen++;
         },
         (err) => {
+          if (this.#closed) return;
           this.#dirty = true;
           this.#d.log.warn({ err: String(err), type: this.#d.type }, "could not count running tasks per key");
         },

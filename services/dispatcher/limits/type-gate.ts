@@ -21,8 +21,11 @@ export type TypeGateDeps = {
   log: Logger;
   /** Ask the type dispatcher to pump again: a limit was lifted or a wait ended. */
   wake: () => void;
-  /** Running tasks per concurrency key, read from the work stream (undefined: too many to read). */
-  scanKeys: () => Promise<Map<string, number> | undefined>;
+  /**
+   * Running tasks per concurrency key as the workers report them, covering everything handed on before
+   * the call (./in-flight-keys.ts `reportedKeys`); rejects when `signal` aborts.
+   */
+  scanKeys: (signal: AbortSignal) => Promise<Map<string, number>>;
   onThrottled?: (reason: ThrottleReason) => void;
   now?: () => number;
 };
@@ -87,13 +90,19 @@ export class TypeGate {
       this.#keys?.close();
       this.#keys = undefined;
     } else if (!this.#keys) {
-      // counts were not kept until now: they are read from the work stream before admitting by key
+      // counts were not kept until now: they are rebuilt from the workers' reports before a task
+      // with a key is admitted
       const d = this.#d;
       this.#keys = new KeyCounts({ type: d.type, log: d.log, scan: d.scanKeys, wake: () => this.#wake() });
     } else {
       this.#keys.invalidate();
     }
     this.#wake();
+  }
+
+  /** The type's `concurrency` limit, if it has one. */
+  get concurrency(): number | undefined {
+    return this.#cfg.concurrency;
   }
 
   /** Most tasks in flight allowed now, given the workers' limit (slots plus prefetch). */
@@ -129,8 +138,9 @@ export class TypeGate {
       return this.#refuse("rate_limit");
     }
     const keys = this.#keys;
-    const limit = cfg.keyConcurrency ?? Number.POSITIVE_INFINITY;
-    if (keys && !keys.ready) return undefined;
+    // until the counts are built (about a heartbeat interval after a leader starts) a task with a key
+    // waits, as its key may be at its limit already; tasks without one go on
+    const limit = keys && !keys.ready ? 0 : (cfg.keyConcurrency ?? Number.POSITIVE_INFINITY);
     let best: [number, number] | undefined;
     let bestLevel = Number.POSITIVE_INFINITY;
     let bestAt = Number.POSITIVE_INFINITY;
@@ -153,7 +163,7 @@ export class TypeGate {
         bestAt = at;
       }
     }
-    if (!best) return anyHeld && keys ? this.#refuse("key_concurrency") : undefined;
+    if (!best) return anyHeld && keys?.ready ? this.#refuse("key_concurrency") : undefined;
     this.#blocked = undefined;
     return best;
   }
@@ -187,7 +197,7 @@ export class TypeGate {
     this.#keys?.freed(notice);
   }
 
-  /** Once a second: let the key counts re-read the work stream if they may be stale. */
+  /** Once a second: let the key counts be rebuilt from the workers' reports if they may be stale. */
   tick(): void {
     this.#keys?.tick(this.#blocked === "key_concurrency");
   }

@@ -2,6 +2,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Names } from "../../../shared/names.ts";
 import { noticeCount } from "../../../shared/outcome-notice.ts";
 import type { Session } from "../link.ts";
+import { dispatcherConsumer } from "../queue-views.ts";
 import { readWorkers } from "../workers.ts";
 
 /**
@@ -58,11 +59,17 @@ export class OutcomeCounters {
   }
 }
 
-/** The live part of the stats. */
+/**
+ * The live part of the stats. A task's message stays in the tasks stream until its worker has stored
+ * the outcome, so the stream's messages are every task accepted and not finished: `queued + inWork`.
+ */
 export type QueueSnapshot = {
-  /** Tasks waiting in the tasks stream (every type and priority). */
+  /** Tasks waiting: in the tasks stream and not delivered to the dispatcher (every type and priority). */
   queued: number;
-  /** Tasks dispatched and not yet acked (waiting for a worker or running). */
+  /**
+   * Tasks in flight: held by the dispatcher leader or handed to a worker and not yet acked (running, or
+   * storing the outcome): the tasks consumers' `num_ack_pending`.
+   */
   inWork: number;
   /** Busy slots of live workers. */
   busy: number;
@@ -94,9 +101,9 @@ export class QueueSnapshots {
 }
 
 async function readSnapshot(s: Session, names: Names): Promise<QueueSnapshot> {
-  const [tasks, work, workers] = await Promise.all([
+  const [tasks, inWork, workers] = await Promise.all([
     s.jsm.streams.info(names.tasksStream),
-    s.jsm.streams.info(names.workStream),
+    ackPending(s, names),
     readWorkers(s.workers),
   ]);
   let busy = 0;
@@ -106,12 +113,21 @@ async function readSnapshot(s: Session, names: Names): Promise<QueueSnapshot> {
     slots += c.slots;
   }
   return {
-    queued: tasks.state.messages,
-    inWork: work.state.messages,
+    // the rest of the stream waits, messages of types no worker has prepared (no consumer) included
+    queued: Math.max(0, tasks.state.messages - inWork),
+    inWork,
     busy,
     slots,
     liveWorkers: workers.workers.length,
     types: Object.keys(workers.types).sort(),
     maxQueued: tasks.config.max_msgs > 0 ? tasks.config.max_msgs : -1,
   };
+}
+
+/** Messages of the tasks stream delivered and not yet acked, summed over the dispatcher's consumers. */
+async function ackPending(s: Session, names: Names): Promise<number> {
+  let n = 0;
+  for await (const ci of s.jsm.consumers.list(names.tasksStream))
+    if (dispatcherConsumer(names, ci)) n += ci.num_ack_pending;
+  return n;
 }

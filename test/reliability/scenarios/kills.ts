@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Priority } from "../../../shared/priority.ts";
+import { isFinal } from "../../../shared/task.ts";
 import { type LoadResult, runLoad } from "../support/load.ts";
 import { createRng } from "../support/rng.ts";
 import { RELIABLE_TYPE, type StreamCounts, type Svc, System } from "../support/system.ts";
@@ -23,7 +24,10 @@ export type KillOptions = {
   /** Dispatcher SIGKILLs (the leader when one is known). */
   dispatcherKills: number;
   seed: number;
-  /** How long the tasks may take to finish after the load, ms (a killed leader's held tasks return after the 30-s ack wait). */
+  /**
+   * How long the tasks may take to finish after the load, ms (the tasks a killed leader held, and those
+   * handed to a killed worker, return after the tasks consumers' ack wait: 5 s, set by the workers).
+   */
   finalTimeoutMs: number;
   verbose?: boolean;
 };
@@ -115,6 +119,7 @@ export async function runKillScenario(o: KillOptions): Promise<KillReport> {
     sys.note(`load done: ${l.accepted.length} accepted in ${l.durationMs} ms, ${l.retries} retries`);
     const ids = l.accepted.map((a) => a.id);
     const states = await sys.waitAllFinal(ids, o.finalTimeoutMs);
+    if ([...states.values()].some((s) => !s || !isFinal(s.status))) await sys.diagnose();
     const totalMs = Date.now() - t0;
     const streams = await sys.waitStreamsEmpty(10_000);
     // the last final writes may still be on their way to the observer

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { PRIORITIES } from "../../../shared/priority.ts";
+import { isFinal } from "../../../shared/task.ts";
 import { waitFor } from "../../support/processes.ts";
 import { type LoadResult, runLoad } from "../support/load.ts";
 import { createRng } from "../support/rng.ts";
@@ -40,14 +40,19 @@ export type NatsRestartReport = {
   lost: string[];
   audit: RunAudit;
   /**
-   * Messages in the streams at the end: none. After a SIGKILL of the server the work-queue streams may
-   * keep messages their consumers had acked (the acks' deletes were not on disk yet); the dispatcher
-   * leader purges them (services/dispatcher/leftovers.ts).
+   * Messages in the streams at the end: no task. After a SIGKILL of the server the tasks stream (a work
+   * queue) may keep messages its consumers had acked (the acks' deletes were not on disk yet); the
+   * dispatcher leader purges them (services/dispatcher/leftovers.ts).
    */
   streams: StreamCounts;
+  /**
+   * Tasks-stream messages a read returns at the end: none may be left. The stream state's own count
+   * (`streams.tasks`) may exceed it after the crash (nats-server 2.9.10: docs/reliability.md).
+   */
+  readableTasks: number;
   /** Acked messages the crash kept that the dispatcher leader removed (from its log). */
   leftoversRemoved: number;
-  /** What the consumers still have to deliver or see acked: the real backlog, which must be zero. */
+  /** What the tasks consumers still have to deliver or see acked: the real backlog, which must be zero. */
   consumers: { pending: number; ackPending: number };
   /** Services that logged "nats reconnected". */
   reconnected: string[];
@@ -134,6 +139,7 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
     sys.note(`load done: ${l.accepted.length} accepted, ${l.retries} retried`);
     const ids = l.accepted.map((a) => a.id);
     const states = await sys.waitAllFinal(ids, o.finalTimeoutMs);
+    if ([...states.values()].some((s) => !s || !isFinal(s.status))) await sys.diagnose();
     const totalMs = Date.now() - t0;
     // readiness must come back everywhere, not only where a task happened to need it
     const until = Date.now() + 15_000;
@@ -144,25 +150,23 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
     // the consumers first: acked messages a crash kept stay in the streams until the leader's next sweep
     const consumers = await waitFor(
       async () => {
-        const c = await pendingWork(sys);
+        const c = await sys.unfinished();
         return c.pending + c.ackPending === 0 ? c : undefined;
       },
       10_000,
       250,
-    ).catch(() => pendingWork(sys));
-    // and then the streams hold nothing: acked messages the crash kept are purged (leftovers.ts)
+    ).catch(() => sys.unfinished());
+    // and then the tasks stream holds nothing: acked messages the crash kept are purged (leftovers.ts)
     const streams = await sys.waitStreamsEmpty(10_000);
-    if (streams.tasks + streams.work > 0) {
+    const readableTasks = streams.tasks > 0 ? await sys.readableTasks() : 0;
+    if (readableTasks > 0) {
       // what the sweep saw: per-subject counts and each consumer's delivered and ack floor sequences
-      for (const st of [sys.names.tasksStream, sys.names.workStream]) {
-        const si = await sys.jsm.streams.info(st, { subjects_filter: ">" });
-        console.log(`streams not empty: ${st} ${JSON.stringify(si.state)}`);
-        for await (const ci of sys.jsm.consumers.list(st)) {
-          const { delivered, ack_floor, num_pending, num_ack_pending } = ci;
-          console.log(
-            `  ${ci.name} ${JSON.stringify({ delivered, ack_floor, num_pending, num_ack_pending })}`,
-          );
-        }
+      const st = sys.names.tasksStream;
+      const si = await sys.jsm.streams.info(st, { subjects_filter: ">" });
+      console.log(`stream not empty: ${st} ${JSON.stringify(si.state)}`);
+      for await (const ci of sys.jsm.consumers.list(st)) {
+        const { delivered, ack_floor, num_pending, num_ack_pending } = ci;
+        console.log(`  ${ci.name} ${JSON.stringify({ delivered, ack_floor, num_pending, num_ack_pending })}`);
       }
     }
     // a rerun is the outage's doing when the first run started before the server was back and the
@@ -187,6 +191,7 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
       }),
       audit,
       streams,
+      readableTasks,
       leftoversRemoved: dispatcher.proc.logs
         .filter((x) => x.msg === "removed acked messages a work-queue stream kept")
         .reduce((n, x) => n + Number(x.removed ?? 0), 0),
@@ -202,17 +207,4 @@ export async function runNatsRestartScenario(o: NatsRestartOptions): Promise<Nat
   } finally {
     await sys.cleanup();
   }
-}
-
-/** Pending and ack-pending messages over the type's work consumer and its five tasks consumers. */
-async function pendingWork(sys: System): Promise<{ pending: number; ackPending: number }> {
-  const n = sys.names;
-  const infos = await Promise.all([
-    sys.jsm.consumers.info(n.workStream, n.workConsumer(RELIABLE_TYPE)),
-    ...PRIORITIES.map((p) => sys.jsm.consumers.info(n.tasksStream, n.tasksConsumer(p, RELIABLE_TYPE))),
-  ]);
-  return {
-    pending: infos.reduce((x, i) => x + i.num_pending, 0),
-    ackPending: infos.reduce((x, i) => x + i.num_ack_pending, 0),
-  };
 }

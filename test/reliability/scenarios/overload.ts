@@ -39,6 +39,10 @@ export type OverloadReport = {
   notCompleted: number;
   /** Largest queue depth seen (GET /v1/queues/:type, every 250 ms). */
   maxDepthSeen: number;
+  /** Reads of the depth that were answered (0 would make `maxDepthSeen` say nothing). */
+  depthReads: number;
+  /** Reads not answered 200 within 5 s: each is a gap in what `maxDepthSeen` covers. */
+  depthReadsFailed: Record<string, number>;
   waits: Record<"urgent" | "bulk", WaitStats>;
   /** Completions per second over the enqueue period. */
   throughputPerS: number;
@@ -75,13 +79,25 @@ export async function runOverloadScenario(o: OverloadOptions): Promise<OverloadR
     const processingRatePerS = (o.slots * 1000) / o.taskMs;
     const ratePerS = processingRatePerS * o.factor;
     let maxDepthSeen = 0;
+    let depthReads = 0;
+    const depthReadsFailed: Record<string, number> = {};
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const q = await fetch(`${url}/v1/queues/${RELIABLE_TYPE}`)
-          .then((r) => r.json() as Promise<{ depth: { total: number } }>)
-          .catch(() => undefined);
-        if (q) maxDepthSeen = Math.max(maxDepthSeen, q.depth.total);
+        const sentAt = Date.now();
+        const q = await fetch(`${url}/v1/queues/${RELIABLE_TYPE}`, { signal: AbortSignal.timeout(5_000) })
+          .then(async (r) =>
+            r.status === 200 ? ((await r.json()) as { depth?: { total?: unknown } }) : `status ${r.status}`,
+          )
+          .catch((err: unknown) => `${(err as Error).name ?? "error"}`);
+        if (typeof q === "object" && typeof q.depth?.total === "number") {
+          depthReads++;
+          maxDepthSeen = Math.max(maxDepthSeen, q.depth.total);
+        } else {
+          const why = typeof q === "string" ? q : "no depth.total";
+          depthReadsFailed[why] = (depthReadsFailed[why] ?? 0) + 1;
+          sys.note(`GET /v1/queues/${RELIABLE_TYPE}: ${why} after ${Date.now() - sentAt} ms`);
+        }
         await new Promise((r) => setTimeout(r, 250));
       }
     })();
@@ -142,6 +158,8 @@ export async function runOverloadScenario(o: OverloadOptions): Promise<OverloadR
       completed,
       notCompleted: l.accepted.length - completed,
       maxDepthSeen,
+      depthReads,
+      depthReadsFailed,
       waits: { urgent: stats(waits.urgent), bulk: stats(waits.bulk) },
       throughputPerS: Math.round((doneInWindow / sendMs) * 10_000) / 10,
       durationMs: Date.now() - t0,

@@ -14,6 +14,11 @@ export type RunAudit = {
   rerunTasks: number;
   /** Extra runs the crash explains (by default: the earlier run was on a worker pid that was SIGKILLed). */
   explained: number;
+  /**
+   * Reruns at the attempt number of the run before: that run was its attempt's first delivery and its
+   * worker died before recording `running` (see {@link auditRuns}).
+   */
+  sameAttemptReruns: number;
   /** Every violation of the rules below, described (the first 20 are kept). */
   violations: string[];
   violationCount: number;
@@ -35,9 +40,13 @@ function pidOfWorkerId(workerId: string | undefined): number | undefined {
  * - it ran at least once, and every run but the last was on a worker that was SIGKILLed (`killedPids`):
  *   a handler runs again only for an attempt whose worker died, never because of a dispatcher crash
  *   (`explains` replaces this rule where another crash accounts for reruns);
- * - attempt numbers grow with every run, and the record's `attempts` and worker are the last run's;
- *   with `attemptsGrow: false` (a broker crash: runs may overlap and repeat an attempt) the record's
- *   worker need only be one that ran it.
+ * - attempt numbers never go down from run to run, and each attempt runs at most twice: a redelivery
+ *   counts one more attempt only when the record says the attempt ran (`running`), and a first
+ *   delivery writes `running` only once it lasts RUNNING_WRITE_AFTER_MS, so a worker killed sooner
+ *   leaves no trace and the redelivery runs the same attempt again; but a redelivery records `running`
+ *   before its handler starts, so the run after it is a new attempt. The record's `attempts` and worker
+ *   are the last run's. With `attemptsGrow: false` (a broker crash: runs may overlap and repeat an
+ *   attempt) neither is checked, and the record's worker need only be one that ran it.
  */
 export function auditRuns(o: {
   ids: readonly string[];
@@ -66,6 +75,7 @@ export function auditRuns(o: {
     extraRuns: 0,
     rerunTasks: 0,
     explained: 0,
+    sameAttemptReruns: 0,
     violations: [],
     violationCount: 0,
     finalWritesNotOnce: 0,
@@ -103,8 +113,17 @@ export function auditRuns(o: {
         violate(
           `${id}: run ${k + 1} of ${runs.length} (attempt ${r.attempt}, pid ${r.pid}) ran again unexplained`,
         );
-      if (o.attemptsGrow !== false && runs[k + 1]!.attempt <= r.attempt)
-        violate(`${id}: attempt did not grow between runs (${r.attempt} → ${runs[k + 1]!.attempt})`);
+      if (o.attemptsGrow === false) continue;
+      const next = runs[k + 1]!;
+      if (next.attempt === r.attempt) {
+        a.sameAttemptReruns++;
+        // only the attempt's first run may leave no `running` behind
+        if (k > 0 && runs[k - 1]!.attempt === r.attempt)
+          violate(
+            `${id}: attempt ${r.attempt} ran ${runs.filter((x) => x.attempt === r.attempt).length} times`,
+          );
+      } else if (next.attempt < r.attempt)
+        violate(`${id}: attempt went down between runs (${r.attempt} → ${next.attempt})`);
     }
     const last = runs.at(-1)!;
     if (s && status === "completed") {
