@@ -1,6 +1,7 @@
 import type { ConsumerInfo, JetStreamManager, MsgRequest } from "@nats-io/jetstream";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
+import { isNotFound } from "../../shared/nats/topology.ts";
 
 /** Most leftovers one sweep deletes per subject: bounds a sweep's time; the next one goes on. */
 const MAX_DELETES_PER_SUBJECT = 10_000;
@@ -85,7 +86,7 @@ export class LeftoverSweeper {
       ({ state } = await this.#jsm.streams.info(stream));
     } catch (err) {
       // the work stream exists only in deployments upgraded from an earlier version
-      if (stream === this.#names.workStream && /not found/i.test(String((err as Error)?.message))) return 0;
+      if (stream === this.#names.workStream && isNotFound(err)) return 0;
       throw err;
     }
     if (state.messages === 0) return 0;

@@ -6,12 +6,13 @@ import {
   type JsMsg,
   jetstream,
 } from "@nats-io/jetstream";
-import { type MsgHdrs, type NatsConnection, nanos, headers as newHeaders } from "@nats-io/transport-node";
-import { Headers } from "../../shared/headers.ts";
+import { type NatsConnection, nanos } from "@nats-io/transport-node";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { AckedPublisher } from "../../shared/nats/publisher.ts";
+import { isNotFound } from "../../shared/nats/topology.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
+import { traceHeadersFrom } from "../../shared/telemetry/propagation.ts";
 
 /** Most messages one pass takes from one type's work consumer. */
 export const MOVE_BATCH = 256;
@@ -21,8 +22,6 @@ const FETCH_EXPIRES_MS = 1_000;
 const CHECK_MS = 5_000;
 /** Work consumers that earlier versions created, for a subject that has none (their settings then). */
 const WORK_ACK_WAIT_MS = 30_000;
-/** Carried over to the tasks stream; the rest (dispatch time, msg id) belonged to the earlier dispatch. */
-const CARRIED_HEADERS = [Headers.traceparent, Headers.tracestate];
 
 const decoder = new TextDecoder();
 const EMPTY = new Uint8Array(0);
@@ -193,7 +192,7 @@ export class LegacyWork {
         const { id, priority } = readTask(m.data);
         return publisher.publish(names.tasksSubject(priority, type), m.data, {
           msgId: `${id ?? ""}:w${m.seq}`,
-          headers: carried(m.headers),
+          headers: traceHeadersFrom(m.headers),
         });
       }),
     );
@@ -272,20 +271,4 @@ function readTask(data: Uint8Array): { id: string | undefined; priority: Priorit
   } catch {
     return { id: undefined, priority: "normal" };
   }
-}
-
-function carried(h: MsgHdrs | undefined): MsgHdrs | undefined {
-  if (!h) return undefined;
-  let out: MsgHdrs | undefined;
-  for (const k of CARRIED_HEADERS) {
-    const v = h.get(k);
-    if (!v) continue;
-    out ??= newHeaders();
-    out.set(k, v);
-  }
-  return out;
-}
-
-function isNotFound(err: unknown): boolean {
-  return /not found/i.test(String((err as Error)?.message));
 }

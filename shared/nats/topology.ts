@@ -281,6 +281,7 @@ async function ensureBucket(
   return kv;
 }
 
-function isNotFound(err: unknown): boolean {
+/** True for a JetStream API error saying the stream, consumer or message does not exist. */
+export function isNotFound(err: unknown): boolean {
   return /not found/i.test(String((err as Error)?.message));
 }
