@@ -9,6 +9,7 @@ import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import {
   DirectTaskBody,
   depthExceeds,
+  directTaskMessageBytes,
   idForIdempotencyKey,
   MAX_DEPTH,
   readDirectTaskBody,
@@ -456,12 +457,18 @@ export class TypeDispatcher {
       this.#reject(m, "id is not a valid task id");
       return undefined;
     }
+    const enqueuedAt = b.enqueuedAt ?? m.storedAtMs;
+    if (b === body) {
+      // the common shape, read without zod: the original bytes with what they lack in front
+      const data = directTaskMessageBytes(m.data, b, { id, type: this.type, priority, enqueuedAt });
+      return { id, data, enqueuedAt };
+    }
     const task: TaskMessage = {
       id,
       type: this.type,
       priority,
       payload: b.payload ?? null,
-      enqueuedAt: b.enqueuedAt ?? m.storedAtMs,
+      enqueuedAt,
     };
     if (b.idempotencyKey !== undefined) task.idempotencyKey = b.idempotencyKey;
     if (b.timeoutMs !== undefined) task.timeoutMs = b.timeoutMs;

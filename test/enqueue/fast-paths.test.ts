@@ -1,7 +1,14 @@
 import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
 import { parseJsonBody } from "../../services/enqueue/json-body.ts";
-import { DirectTaskBody, readCommonTaskInput, readDirectTaskBody, TaskInput } from "../../shared/task.ts";
+import {
+  DirectTaskBody,
+  directTaskMessageBytes,
+  readCommonTaskInput,
+  readDirectTaskBody,
+  TaskInput,
+  type TaskMessage,
+} from "../../shared/task.ts";
 
 /**
  * The zod-free readers on the hot paths must never accept what the schemas refuse, and must give
@@ -68,6 +75,66 @@ describe("zod-free readers", () => {
       expect(fast).toEqual(z.data);
     }
     expect(accepted).toBeGreaterThan(50);
+  });
+});
+
+describe("directTaskMessageBytes", () => {
+  it("equals, once parsed, the task message built from the parsed body", () => {
+    const all = bodies(3000, (i) => ({
+      id: pick(strings, i),
+      payload: pick([...payloads, 'quo"te\\', "ünï\u2028"], i >> 1),
+      idempotencyKey: pick(strings, i >> 2),
+      timeoutMs: pick(ints, i >> 3),
+      maxAttempts: pick(ints, (i >> 4) + 2),
+      enqueuedAt: pick([...ints, 1.7e12], i >> 5),
+    }));
+    const enc = new TextEncoder();
+    let checked = 0;
+    for (const [i, b] of all.entries()) {
+      // the producer's own formatting is kept: with and without blanks around the braces
+      const text = i % 3 === 0 ? ` \n{ ${JSON.stringify(b).slice(1, -1)} }\t` : JSON.stringify(b);
+      const body = JSON.parse(text) as Record<string, unknown>;
+      const d = readDirectTaskBody(body);
+      if (d === undefined) continue;
+      checked++;
+      const fill = {
+        id: d.id ?? `j${i}-x`,
+        type: "doc.chunk",
+        priority: "high" as const,
+        enqueuedAt: 1_700_000_000_000 + i,
+      };
+      const expected: TaskMessage = {
+        id: fill.id,
+        type: fill.type,
+        priority: fill.priority,
+        payload: d.payload ?? null,
+        enqueuedAt: d.enqueuedAt ?? fill.enqueuedAt,
+      };
+      if (d.idempotencyKey !== undefined) expected.idempotencyKey = d.idempotencyKey;
+      if (d.timeoutMs !== undefined) expected.timeoutMs = d.timeoutMs;
+      if (d.maxAttempts !== undefined) expected.maxAttempts = d.maxAttempts;
+      const bytes = directTaskMessageBytes(enc.encode(text), d, fill);
+      expect(JSON.parse(new TextDecoder().decode(bytes)), text).toEqual(expected);
+    }
+    expect(checked).toBeGreaterThan(50);
+    // and the empty body: every field filled in
+    const empty = directTaskMessageBytes(
+      enc.encode(" {  } "),
+      {},
+      {
+        id: "j1-a",
+        type: "t",
+        priority: "bulk",
+        enqueuedAt: 5,
+      },
+    );
+    expect(JSON.parse(new TextDecoder().decode(empty))).toEqual({
+      id: "j1-a",
+      type: "t",
+      priority: "bulk",
+      payload: null,
+      enqueuedAt: 5,
+    });
   });
 });
 
