@@ -2,8 +2,19 @@ import { headers, type NatsConnection, type Subscription } from "@nats-io/transp
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 
+/** Where to hand the next task: a request's reply subject, and the form the worker reads. */
+export type HandOffTarget = {
+  readonly reply: string;
+  /**
+   * The worker asked for hand-off replies (`"handoff": "reply"` in its request): the ack subject and
+   * dispatch time ride in the reply subject, no headers. Otherwise (workers older than that) they ride
+   * in the `Sluice-Ack` and `Sluice-Dispatched-At` headers. shared/nats/delivery.ts reads both.
+   */
+  readonly ackInReply: boolean;
+};
+
 /** One worker pull request: tasks still owed to its reply subject until it expires. */
-type Want = { reply: string; remaining: number; expiresAt: number; worker: string | undefined };
+type Want = HandOffTarget & { remaining: number; expiresAt: number; worker: string | undefined };
 
 /** The requests of one type, served in turn; `total` is what they still ask for. */
 type Queue = { wants: Want[]; total: number };
@@ -75,10 +86,10 @@ export class Demand {
   }
 
   /**
-   * The reply subject to hand the next task of `type` to, with that task charged to its request;
-   * undefined when no live request wants one.
+   * Where to hand the next task of `type`, with that task charged to its request; undefined when no
+   * live request wants one.
    */
-  take(type: string): string | undefined {
+  take(type: string): HandOffTarget | undefined {
     const q = this.#byType.get(type);
     if (!q) return undefined;
     const now = Date.now();
@@ -92,7 +103,7 @@ export class Demand {
       w.remaining--;
       q.total--;
       if (w.remaining > 0) q.wants.push(w);
-      return w.reply;
+      return w;
     }
     return undefined;
   }
@@ -101,13 +112,16 @@ export class Demand {
     let batch = 0;
     let expiresMs = DEFAULT_EXPIRES_MS;
     let worker: string | undefined;
+    let ackInReply = false;
     try {
       const body = JSON.parse(decoder.decode(data)) as {
         batch?: unknown;
         expires?: unknown;
         worker?: unknown;
+        handoff?: unknown;
       };
       if (typeof body.worker === "string") worker = body.worker;
+      ackInReply = body.handoff === "reply";
       batch = typeof body.batch === "number" ? Math.floor(body.batch) : 0;
       if (typeof body.expires === "number" && body.expires > 0)
         expiresMs = Math.min(MAX_EXPIRES_MS, body.expires / 1_000_000);
@@ -123,7 +137,7 @@ export class Demand {
       q = { wants: [], total: 0 };
       this.#byType.set(type, q);
     }
-    q.wants.push({ reply, remaining: batch, expiresAt: Date.now() + expiresMs, worker });
+    q.wants.push({ reply, ackInReply, remaining: batch, expiresAt: Date.now() + expiresMs, worker });
     q.total += batch;
     this.#onDemand(type);
   }

@@ -1,9 +1,9 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
-import { type NatsConnection, headers as newHeaders } from "@nats-io/transport-node";
+import { type MsgHdrs, type NatsConnection, headers as newHeaders } from "@nats-io/transport-node";
 import { Headers } from "../../shared/headers.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
-import type { Delivery } from "../../shared/nats/delivery.ts";
+import { type Delivery, handOffReply } from "../../shared/nats/delivery.ts";
 import { consumerSource, Puller } from "../../shared/nats/puller.ts";
 import { PRIORITIES, type Priority } from "../../shared/priority.ts";
 import {
@@ -15,7 +15,9 @@ import {
   readDirectTaskBody,
   type TaskMessage,
 } from "../../shared/task.ts";
-import { traceIdOf } from "../../shared/telemetry/propagation.ts";
+import { traceIdOf, traceparentOf } from "../../shared/telemetry/propagation.ts";
+import { tracingEnabled } from "../../shared/telemetry/tracing.ts";
+import type { HandOffTarget } from "./demand.ts";
 import type { TypeGate } from "./limits/type-gate.ts";
 import { traceDispatch } from "./tracing.ts";
 
@@ -26,7 +28,7 @@ export type TypeDispatcherDeps = {
   names: Names;
   log: Logger;
   /** Workers' pull requests for this type (./demand.ts): where each dispatched task goes. */
-  demand: { outstanding(): number; take(): string | undefined };
+  demand: { outstanding(): number; take(): HandOffTarget | undefined };
   prefetchRatio: number;
   prefetchMs: number;
   windowMax: number;
@@ -370,22 +372,26 @@ export class TypeDispatcher {
     }
     const to = this.#d.demand.take();
     if (to === undefined) return false;
-    this.#d.gate?.taken(m);
-    const h = newHeaders();
     const now = Date.now();
-    h.set(Headers.dispatchedAt, String(now));
-    h.set(Headers.ack, m.ackSubject);
+    this.#d.gate?.taken(m, now);
+    // Hand-off reply (shared/nats/delivery.ts): headers only for a trace context. The header form is
+    // for workers that did not ask for it (older versions, during a rolling upgrade).
+    let h: MsgHdrs | undefined;
+    let reply: string | undefined;
+    if (to.ackInReply) {
+      reply = handOffReply(m.ackSubject, now);
+      if (tracingEnabled() || traceparentOf(m.headers)) h = newHeaders();
+    } else {
+      h = newHeaders();
+      h.set(Headers.dispatchedAt, String(now));
+      h.set(Headers.ack, m.ackSubject);
+    }
     // the dispatch span becomes the handler span's parent (untraced: the incoming context is copied)
-    const span = traceDispatch(
-      m.headers,
-      h,
-      task.id,
-      this.type,
-      priority,
-      this.#d.names.demandSubject(this.type),
-    );
+    const span = h
+      ? traceDispatch(m.headers, h, task.id, this.type, priority, this.#d.names.demandSubject(this.type))
+      : undefined;
     try {
-      this.#d.nc.publish(to, task.data, { headers: h });
+      this.#d.nc.publish(to.reply, task.data, { headers: h, reply });
     } catch (err) {
       // the connection is closed: the message comes back to whoever leads after its ack wait
       span?.end(err);

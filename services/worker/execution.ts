@@ -1,6 +1,5 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCodes, isNonRetryable, isRateLimited } from "../../shared/errors.ts";
-import { Headers } from "../../shared/headers.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Names } from "../../shared/names.ts";
 import type { Delivery } from "../../shared/nats/delivery.ts";
@@ -176,7 +175,7 @@ export class Execution {
     const log = () =>
       (child ??= this.#deps.log.child({ taskId: msg.id, type: msg.type, traceId: traceIdOf(d.headers) }));
     let attempt = msg.attempt ?? 1;
-    const dispatchedAt = Number(d.headers?.get(Headers.dispatchedAt)) || d.storedAtMs;
+    const dispatchedAt = d.dispatchedAtMs ?? d.storedAtMs;
     this.#base = {
       id: msg.id,
       type: msg.type,

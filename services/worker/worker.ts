@@ -163,7 +163,8 @@ export class Worker {
         freedKeys: new Map(),
         // pull requests go to the dispatcher leader, which hands tasks on to them (dispatcher/demand.ts)
         puller: new Puller(this.#d.nc, names.demandSubject(def.type), {
-          extra: { worker: config.workerId },
+          // hand-off replies: the ack subject in the reply subject, no header block (shared/nats/delivery.ts)
+          extra: { worker: config.workerId, handoff: "reply" },
           onMessage: (m) => this.#onDelivery(runner, m),
           log: this.#d.log,
           expiresMs: 5_000,

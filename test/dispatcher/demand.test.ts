@@ -95,7 +95,7 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       const order: (string | undefined)[] = [];
       const counts: number[] = [];
       for (let i = 0; i < 6; i++) {
-        order.push(d.take("t"));
+        order.push(d.take("t")?.reply);
         counts.push(d.outstanding("t"));
       }
       // in turn while both want more, then the one that asked for more alone; then nothing
@@ -103,9 +103,9 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       expect(counts).toEqual([4, 3, 2, 1, 0, 0]);
       // the other type's request was not touched
       expect(d.outstanding("other")).toBe(1);
-      expect(d.take("other")).toBe(a);
-      expect(d.take("other")).toBeUndefined();
-      expect(d.take("never")).toBeUndefined();
+      expect(d.take("other")?.reply).toBe(a);
+      expect(d.take("other")?.reply).toBeUndefined();
+      expect(d.take("never")?.reply).toBeUndefined();
     } finally {
       d.stop();
     }
@@ -124,16 +124,16 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       await wc.flush();
       await waitFor(() => grown.length === 2, 5_000, 10);
       // one task charged to the short request while it lives
-      expect(d.take("t")).toBe(short);
+      expect(d.take("t")?.reply).toBe(short);
       expect(d.outstanding("t")).toBe(4);
       await sleep(1_200);
       // expired: skipped (and ended) whether the sweep or this take gets to it first
-      expect(d.take("t")).toBe(long);
+      expect(d.take("t")?.reply).toBe(long);
       await waitFor(() => s.statuses.length > 0, 5_000, 10);
       expect(s.statuses).toEqual([{ code: 408, description: "Request Timeout", pending: "2" }]);
       expect(d.outstanding("t")).toBe(1);
-      expect(d.take("t")).toBe(long);
-      expect(d.take("t")).toBeUndefined();
+      expect(d.take("t")?.reply).toBe(long);
+      expect(d.take("t")?.reply).toBeUndefined();
       expect(d.outstanding("t")).toBe(0);
       // one 408, no more, even after further sweeps; the live request got none
       await sleep(700);
@@ -141,6 +141,30 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       expect(s.statuses).toHaveLength(1);
       expect(l.statuses).toEqual([]);
       expect(s.data).toEqual([]);
+    } finally {
+      d.stop();
+    }
+  });
+
+  it("remembers per request whether its worker reads hand-off replies", async () => {
+    const { n, d } = await demand();
+    const current = createInbox();
+    const older = createInbox();
+    try {
+      const body = (extra: Record<string, string>) =>
+        enc.encode(JSON.stringify({ ...extra, batch: 1, expires: 10_000 * 1_000_000 }));
+      wc.publish(n.demandSubject("t"), body({ worker: "w1", handoff: "reply" }), { reply: current });
+      wc.publish(n.demandSubject("t"), body({ worker: "w0" }), { reply: older });
+      // an unknown form is read as the header form, which every worker version understands
+      wc.publish(n.demandSubject("t"), body({ worker: "w2", handoff: "carrier-pigeon" }), { reply: older });
+      await wc.flush();
+      await waitFor(() => d.outstanding("t") === 3, 5_000, 10);
+      const taken = [d.take("t"), d.take("t"), d.take("t")];
+      expect(taken.map((x) => x && { reply: x.reply, ackInReply: x.ackInReply })).toEqual([
+        { reply: current, ackInReply: true },
+        { reply: older, ackInReply: false },
+        { reply: older, ackInReply: false },
+      ]);
     } finally {
       d.stop();
     }
@@ -158,7 +182,7 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       await waitFor(() => s.statuses.length > 0, 5_000, 10);
       expect(s.statuses).toEqual([{ code: 408, description: "Request Timeout", pending: "4" }]);
       expect(d.outstanding("t")).toBe(0);
-      expect(d.take("t")).toBeUndefined();
+      expect(d.take("t")?.reply).toBeUndefined();
     } finally {
       d.stop();
     }
@@ -176,7 +200,7 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       wc.publish(n.demandSubject("u"), pull(2, 30_000), { reply: b });
       await wc.flush();
       await waitFor(() => d.outstanding("t") === 3 && d.outstanding("u") === 2, 5_000, 10);
-      expect(d.take("t")).toBe(a);
+      expect(d.take("t")?.reply).toBe(a);
     } finally {
       d.stop();
     }
@@ -186,7 +210,7 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
     expect(sb.statuses).toEqual([{ code: 409, description: "Leadership Change", pending: "2" }]);
     expect(d.outstanding("t")).toBe(0);
     expect(d.outstanding("u")).toBe(0);
-    expect(d.take("t")).toBeUndefined();
+    expect(d.take("t")?.reply).toBeUndefined();
     // a stopped Demand (a standby) does not take requests
     const before = grown.length;
     wc.publish(n.demandSubject("t"), pull(1, 30_000), { reply: a });
@@ -228,9 +252,9 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       await nc.flush();
       expect(d.outstanding("t")).toBe(2);
       expect(grown).toEqual(["t"]);
-      expect(d.take("t")).toBe(r);
-      expect(d.take("t")).toBe(r);
-      expect(d.take("t")).toBeUndefined();
+      expect(d.take("t")?.reply).toBe(r);
+      expect(d.take("t")?.reply).toBe(r);
+      expect(d.take("t")?.reply).toBeUndefined();
     } finally {
       d.stop();
     }
@@ -256,13 +280,13 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       expect(d.outstanding("t")).toBe(6);
       d.dropWorkers(new Set(["w1", "w9"]));
       expect(d.outstanding("t")).toBe(4);
-      expect([d.take("t"), d.take("t"), d.take("t"), d.take("t"), d.take("t")]).toEqual([
-        b,
-        c,
-        b,
-        b,
-        undefined,
-      ]);
+      expect([
+        d.take("t")?.reply,
+        d.take("t")?.reply,
+        d.take("t")?.reply,
+        d.take("t")?.reply,
+        d.take("t")?.reply,
+      ]).toEqual([b, c, b, b, undefined]);
       // a worker that left is not told anything (it no longer listens)
       await nc.flush();
       await sleep(100);
@@ -283,10 +307,12 @@ describe("dispatcher - Demand (workers' pull requests)", () => {
       while (queue.length > 0) {
         const to = pd.take(type);
         if (to === undefined) return;
+        // this Puller does not ask for hand-off replies (a worker older than them): the header form
+        expect(to.ackInReply).toBe(false);
         const h = headers();
         h.set(Headers.ack, ackSubject(++seq + 100));
-        nc.publish(to, enc.encode(queue.shift()!), { headers: h });
-        handedTo.push(to);
+        nc.publish(to.reply, enc.encode(queue.shift()!), { headers: h });
+        handedTo.push(to.reply);
       }
     };
     const pd = new Demand(nc, n, log, () => dispatch());

@@ -2,6 +2,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TypeDispatcher } from "../../services/dispatcher/type-dispatcher.ts";
+import { Headers } from "../../shared/headers.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { names } from "../../shared/names.ts";
 import { type Delivery, toDelivery } from "../../shared/nats/delivery.ts";
@@ -42,8 +43,14 @@ describe("dispatcher - reconcile of the in-flight count", () => {
     const inbox = createInbox();
     const asked = { n: capacity };
     const handed: Delivery[] = [];
+    // the form each hand-off came in: its ack subject in the reply (workers that ask for it) or in
+    // the Sluice-Ack header (workers older than that); the acks below go through both
+    const forms: string[] = [];
     nc.subscribe(inbox, {
       callback: (_e, m) => {
+        forms.push(
+          m.reply?.startsWith("_SLUICE_ACK.") ? "reply" : m.headers?.has(Headers.ack) ? "header" : "none",
+        );
         handed.push(toDelivery(nc, m)!);
       },
     });
@@ -57,7 +64,7 @@ describe("dispatcher - reconcile of the in-flight count", () => {
         take: () => {
           if (asked.n <= 0) return undefined;
           asked.n--;
-          return inbox;
+          return { reply: inbox, ackInReply: asked.n % 2 === 0 };
         },
       },
       prefetchRatio: 0,
@@ -67,7 +74,7 @@ describe("dispatcher - reconcile of the in-flight count", () => {
       // long enough that the steps below run well inside it even on a loaded machine
       quietMs: 2_000,
     });
-    return { td, handed, asked };
+    return { td, handed, asked, forms };
   }
 
   const publisher = () => new AckedPublisher(nc);
@@ -92,7 +99,7 @@ describe("dispatcher - reconcile of the in-flight count", () => {
     outsider.close();
 
     // a new leader counts them
-    const { td, handed, asked } = await dispatcher(type, 4);
+    const { td, handed, asked, forms } = await dispatcher(type, 4);
     td.start();
     await waitFor(() => td.inFlight === 3 || undefined);
     // they finish with no "slots freed" notice (as when notices are lost in a reconnect): lowered
@@ -122,6 +129,9 @@ describe("dispatcher - reconcile of the in-flight count", () => {
     await new Promise((r) => setTimeout(r, 2_100));
     await td.reconcile();
     expect(td.inFlight).toBe(6);
+    expect(forms.filter((f) => f === "reply")).toHaveLength(3);
+    expect(forms.filter((f) => f === "header")).toHaveLength(3);
+    for (const d of handed) expect(Math.abs(d.dispatchedAtMs! - Date.now())).toBeLessThan(60_000);
     for (const d of handed) d.ack();
     await nc.flush();
     await td.reconcile();

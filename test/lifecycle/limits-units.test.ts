@@ -24,6 +24,7 @@ function held(body: Record<string, unknown>, storedAtMs = Date.now()): Delivery 
     deliveryCount: 1,
     pending: 0,
     storedAtMs,
+    dispatchedAtMs: undefined,
     ack: () => undefined,
     nak: () => undefined,
     working: () => undefined,

@@ -87,10 +87,11 @@ describe("observability - metrics of a running stack", () => {
       },
     });
     // the dispatcher hands each task to the inbox of a worker's pull request, with the ack subject of
-    // its tasks message in a header: recorded under that tasks consumer's name
+    // its tasks message in the reply (or a header, for older workers): recorded under that tasks
+    // consumer's name
     nc.subscribe("_INBOX.>", {
       callback: (_e, m) => {
-        const ack = m.headers?.get(Headers.ack);
+        const ack = m.reply?.startsWith("_SLUICE_ACK.") ? m.reply : m.headers?.get(Headers.ack);
         const tp = m.headers?.get("traceparent");
         if (!ack || !tp) return;
         const consumer = ack.split(".").find((t) => t.startsWith("d_"));

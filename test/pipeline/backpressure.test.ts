@@ -57,7 +57,7 @@ describe("pipeline - a worker whose final writes backed up", () => {
         const h = headers();
         h.set(Headers.dispatchedAt, String(Date.now()));
         h.set(Headers.ack, m.ackSubject);
-        nc.publish(to, m.data, { headers: h });
+        nc.publish(to.reply, m.data, { headers: h });
         handed++;
       }
     };

@@ -181,9 +181,13 @@ export class TypeGate {
     return Math.max(base, Math.min(LOOKAHEAD_MAX, held.length + Math.max(base, LOOKAHEAD_STEP)));
   }
 
-  /** A held message is being dispatched: count it against the rate window and its key. */
-  taken(m: Delivery): void {
-    this.#rate?.take(this.#now());
+  /**
+   * A held message is being dispatched at `at` (epoch ms): count it against the rate window and its
+   * key. The dispatcher passes the time it stamps on the hand-off, so the recorded `dispatchedAt` of
+   * any window's worth of tasks spans the interval exactly.
+   */
+  taken(m: Delivery, at = this.#now()): void {
+    this.#rate?.take(at);
     this.#keys?.taken(m);
   }
 
