@@ -266,18 +266,18 @@ export class Execution {
     const timeoutMs = msg.timeoutMs ?? this.#def.timeoutMs;
     this.#deadline = handlerStart + timeoutMs;
     const ctrl = this.#controller.signal;
-    const aborted = ctrl.aborted
-      ? Promise.resolve({ aborted: ctrl.reason as AbortReason })
-      : new Promise<{ aborted: AbortReason }>((resolve) => {
-          this.#onAbort = resolve;
-        });
     const handler: Promise<HandlerResult> = Promise.resolve()
       .then(() => inScope(this.#scope, () => this.#def.handler(parsed.data, this.#context(log, attempt))))
       .then(
         (result) => ({ result }),
         (error: unknown) => ({ error }),
       );
-    const first = await Promise.race([handler, aborted]);
+    // whichever comes first: the handler's end or its abort (one promise, not a Promise.race of two)
+    const first = await new Promise<HandlerResult | { aborted: AbortReason }>((resolve) => {
+      if (ctrl.aborted) resolve({ aborted: ctrl.reason as AbortReason });
+      else this.#onAbort = resolve;
+      void handler.then(resolve);
+    });
     this.#deadline = undefined;
     this.#runningDueAt = undefined;
 
