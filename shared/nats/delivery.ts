@@ -70,31 +70,81 @@ export function toDelivery(nc: NatsConnection, m: Msg): Delivery | undefined {
     if (reply) dispatchedAtMs = Number(h!.get(Headers.dispatchedAt));
   }
   if (!reply || !reply.startsWith(JS_ACK)) return undefined;
-  const t = reply.split(".");
   // v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>             (9 tokens)
   // v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>
-  const o = t.length === 9 ? 4 : 6;
-  const deliveryCount = Number(t[o]);
-  const streamSeq = Number(t[o + 1]);
-  const storedAtMs = Math.floor(Number(t[o + 3]) / 1e6);
-  const pending = Number(t[o + 4]);
-  return {
-    subject: m.subject,
-    ackSubject: reply,
-    data: m.data,
-    headers: m.headers,
-    streamSeq,
-    deliveryCount,
-    pending,
-    storedAtMs,
-    dispatchedAtMs: dispatchedAtMs && dispatchedAtMs > 0 ? dispatchedAtMs : undefined,
-    ack: () => nc.publish(reply, ACK),
-    nak: (delayMs?: number) =>
-      nc.publish(
-        reply,
-        delayMs && delayMs > 0 ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : NAK,
-      ),
-    working: () => nc.publish(reply, WPI),
-    term: () => nc.publish(reply, TERM),
-  };
+  // Read in place (token bounds from the dots): no array of a dozen strings per message.
+  let n = 0;
+  for (let k = reply.indexOf("."); k >= 0 && n < DOTS.length; k = reply.indexOf(".", k + 1)) DOTS[n++] = k;
+  const o = n === 8 ? 4 : 6;
+  const token = (t: number) => reply.slice(DOTS[t - 1]! + 1, t < n ? DOTS[t] : reply.length);
+  const ts = token(o + 3);
+  return new JsDelivery(
+    nc,
+    m,
+    reply,
+    Number(token(o + 1)),
+    Number(token(o)),
+    Number(token(o + 4)),
+    // nanoseconds: the ms are the digits before the last six (exact, where the whole is not)
+    Number(ts.slice(0, -6)) || 0,
+    dispatchedAtMs && dispatchedAtMs > 0 ? dispatchedAtMs : undefined,
+  );
+}
+
+/** Dot positions of the ack subject being read (one message at a time: no allocation per message). */
+const DOTS = new Int32Array(16);
+
+/** A Delivery whose acknowledgements are methods, not four closures per message. */
+class JsDelivery implements Delivery {
+  readonly subject: string;
+  readonly ackSubject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+  readonly streamSeq: number;
+  readonly deliveryCount: number;
+  readonly pending: number;
+  readonly storedAtMs: number;
+  readonly dispatchedAtMs: number | undefined;
+  readonly #nc: NatsConnection;
+
+  constructor(
+    nc: NatsConnection,
+    m: Msg,
+    ackSubject: string,
+    streamSeq: number,
+    deliveryCount: number,
+    pending: number,
+    storedAtMs: number,
+    dispatchedAtMs: number | undefined,
+  ) {
+    this.#nc = nc;
+    this.subject = m.subject;
+    this.ackSubject = ackSubject;
+    this.data = m.data;
+    this.headers = m.headers;
+    this.streamSeq = streamSeq;
+    this.deliveryCount = deliveryCount;
+    this.pending = pending;
+    this.storedAtMs = storedAtMs;
+    this.dispatchedAtMs = dispatchedAtMs;
+  }
+
+  ack(): void {
+    this.#nc.publish(this.ackSubject, ACK);
+  }
+
+  nak(delayMs?: number): void {
+    this.#nc.publish(
+      this.ackSubject,
+      delayMs && delayMs > 0 ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : NAK,
+    );
+  }
+
+  working(): void {
+    this.#nc.publish(this.ackSubject, WPI);
+  }
+
+  term(): void {
+    this.#nc.publish(this.ackSubject, TERM);
+  }
 }
