@@ -91,6 +91,8 @@ export class Execution {
   #done = false;
   #release: SlotRelease | undefined;
   #scope: AttemptScope | undefined;
+  /** What the handler threw, if it did (the observer tells rate limits apart from failures). */
+  #handlerError: unknown;
 
   constructor(deps: ExecutionDeps, def: TaskDefinition, delivery: Delivery, release: SlotRelease) {
     this.#deps = deps;
@@ -144,7 +146,7 @@ export class Execution {
       return "redelivered";
     } finally {
       this.#freeSlot();
-      this.#scope?.end(outcome);
+      this.#scope?.end(outcome, this.#handlerError);
     }
   }
 
@@ -306,6 +308,7 @@ export class Execution {
     this.#freeSlot();
     if ("error" in first) {
       const err = first.error;
+      this.#handlerError = err;
       if (isRateLimited(err)) return this.#rateLimited(policy, err.retryAfterMs);
       return this.#failed(policy, attempt, toTaskError(err), !isNonRetryable(err));
     }

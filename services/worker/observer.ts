@@ -2,6 +2,7 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 import { isRateLimited } from "../../shared/errors.ts";
 import { recordDeadLetter } from "../../shared/telemetry/lifecycle-metrics.ts";
 import { SpanKind, startTaskSpan } from "../../shared/telemetry/spans.ts";
+import { tracingEnabled } from "../../shared/telemetry/tracing.ts";
 import type { Outcome } from "./execution.ts";
 import {
   type FinishedOutcome,
@@ -38,8 +39,11 @@ export type AttemptStart = {
 export type AttemptScope = {
   /** Run the handler inside the attempt (its span is the active one). */
   run<T>(fn: () => T): T;
-  /** The attempt ended (called once, whatever happened). */
-  end(outcome: Outcome): void;
+  /**
+   * The attempt ended (called once, whatever happened), with what its handler threw, if it threw: a
+   * rate limit is not counted as a failure.
+   */
+  end(outcome: Outcome, handlerError?: unknown): void;
 };
 
 /** The hook an execution calls; see {@link createExecutionObserver}. */
@@ -62,30 +66,24 @@ export function createExecutionObserver(types: Iterable<string> = []): Execution
     begin(a) {
       const beganAt = Date.now();
       recordStarted(a.type, beganAt - Math.max(a.enqueuedAt, a.runAt ?? 0));
-      const span = startTaskSpan("sluice.run", {
-        kind: SpanKind.CONSUMER,
-        parent: a.headers,
-        attributes: {
-          "sluice.task.id": a.id,
-          "sluice.task.type": a.type,
-          "sluice.task.attempt": a.attempt,
-          "messaging.system": "nats",
-          "messaging.operation.type": "process",
-        },
-      });
-      let handlerError: unknown;
+      // (checked here too: the attributes object is not built for nothing on every untraced task)
+      const span = !tracingEnabled()
+        ? undefined
+        : startTaskSpan("sluice.run", {
+            kind: SpanKind.CONSUMER,
+            parent: a.headers,
+            attributes: {
+              "sluice.task.id": a.id,
+              "sluice.task.type": a.type,
+              "sluice.task.attempt": a.attempt,
+              "messaging.system": "nats",
+              "messaging.operation.type": "process",
+            },
+          });
       let ended = false;
       return {
-        run(fn) {
-          const r = span ? span.run(fn) : fn();
-          // note how the handler failed (without touching its promise) to classify the outcome
-          if (r instanceof Promise)
-            r.catch((err: unknown) => {
-              handlerError = err;
-            });
-          return r;
-        },
-        end(outcome) {
+        run: (fn) => (span ? span.run(fn) : fn()),
+        end(outcome, handlerError) {
           if (ended) return;
           ended = true;
           const counted = finishedOutcome(outcome, a.signal, handlerError);
