@@ -181,6 +181,18 @@ function render(r: Results): string {
     rows.push(["HTTP enqueue (req/s)", slOk.httpEnqueue.perSec]);
     rows.push(["NATS request/reply enqueue (req/s)", slOk.requestEnqueue.perSec]);
     rows.push(["backlog drain (tasks/s)", slOk.backlogDrain.perSec]);
+    const lt = slOk.latency.stages;
+    rows.push([
+      `latency at ${settings.latencyRatePerSec}/s in legs, p99 (ms)`,
+      `dispatched ${lt.toDispatched.p99Ms} / started ${lt.dispatchedToStarted.p99Ms} / stored ${lt.startedToStored.p99Ms} / seen ${lt.storedToSeen.p99Ms}`,
+    ]);
+    const cpu = slOk.latency.cpuMicrosPerTask;
+    rows.push([
+      `  CPU per task at ${settings.latencyRatePerSec}/s (µs)`,
+      Object.entries(cpu)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(" / "),
+    ]);
     for (const [svc, u] of Object.entries(slOk.services)) {
       rows.push([`RSS ${svc} max / avg (MiB)`, `${u.rssMaxMiB} / ${u.rssAvgMiB}`]);
     }

@@ -10,12 +10,12 @@ import type { SendRun } from "../lib/drive.ts";
 import { type HttpLoad, httpLoad, probeOnce } from "../lib/http-load.ts";
 import { makePayload } from "../lib/payload.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
-import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
+import { cpuSeconds, type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
 import { assertServicesExist, problems, startService, stopService } from "../lib/services.ts";
 import type { Settings } from "../lib/settings.ts";
 import { auditStates, untilEmpty } from "../lib/sluice-checks.ts";
-import { perSec, summarize } from "../lib/stats.ts";
+import { type LatencySummary, perSec, summarize } from "../lib/stats.ts";
 import { type LatencyResult, median, type Rate, type RepeatedRate, rateOf } from "./peer.ts";
 import {
   BACKLOG_IDS,
@@ -58,6 +58,13 @@ export type SluiceResult = {
     storedP99Ms: number;
     /** Observer's receipt − the server's store time of the final record: the watch's hop. */
     seenAfterStoredP99Ms: number;
+    /**
+     * The same latency in four legs, each from the stamp the record or the server keeps (whole ms where
+     * a service stamped it): send → `dispatchedAt` → `startedAt` → final record stored → seen.
+     */
+    stages: Record<LatencyStage, LatencySummary>;
+    /** CPU each process used per task over the paced run (µs): what one task costs at this rate. */
+    cpuMicrosPerTask: Record<string, number>;
   };
   /** How long urgent tasks wait to start while a `bulk` backlog drains (target: p99 ≤ 50 ms). */
   urgentUnderBacklog: UrgentUnderBacklog;
@@ -185,7 +192,13 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
     const obs = await startRole("sluice.observer", { ...spec, idPrefix: "lat-" });
     roles.push(obs);
     during.add("observer", obs.pid);
-    const latency = await measureLatency(s, prod, obs);
+    const latency = await measureLatency(s, prod, obs, {
+      "nats-server": nats.pid,
+      dispatcher: dispatcher.child.pid!,
+      worker: worker.child.pid!,
+      producer: prod.pid,
+      observer: obs.pid,
+    });
     const processes = during.stop();
     // its watch would take every state update of the measures below
     await obs.stop();
@@ -280,11 +293,16 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
   }
 }
 
+/** The legs of the latency measure, in order. */
+type LatencyStage = "toDispatched" | "dispatchedToStarted" | "startedToStored" | "storedToSeen";
+
 async function measureLatency(
   s: Settings,
   prod: RoleHandle,
   obs: RoleHandle,
+  pids: Record<string, number>,
 ): Promise<SluiceResult["latency"]> {
+  const cpuBefore = cpuByName(pids);
   const run = await prod.call<SendRun & { sentAt: number[] }>(
     "paced",
     {
@@ -296,10 +314,13 @@ async function measureLatency(
     s.latencyDurationMs + 60_000,
   );
   await obs.call("waitFinal", { target: run.sent }, 60_000);
+  const cpuAfter = cpuByName(pids);
   const seen = await obs.call<{
     observedAt: number[];
     recordMs: number[];
     storedAt: number[];
+    startedAt: number[];
+    dispatchedAt: number[];
     statuses: Record<string, number>;
   }>("take");
   const first = Math.ceil((s.latencyWarmupMs * s.latencyRatePerSec) / 1000);
@@ -307,16 +328,41 @@ async function measureLatency(
   const rec: number[] = [];
   const stored: number[] = [];
   const seenAfterStored: number[] = [];
+  const legs: Record<LatencyStage, number[]> = {
+    toDispatched: [],
+    dispatchedToStarted: [],
+    startedToStored: [],
+    storedToSeen: [],
+  };
   for (let i = first; i < run.sent; i++) {
     const at = seen.observedAt[i];
     if (at === undefined) throw new Error(`task lat-${i} was never seen final`);
-    lat.push(at - run.sentAt[i]!);
+    const sentAt = run.sentAt[i]!;
+    lat.push(at - sentAt);
     if (seen.recordMs[i] !== undefined) rec.push(seen.recordMs[i]!);
     const storedAt = seen.storedAt[i];
     if (storedAt !== undefined) {
-      stored.push(storedAt - run.sentAt[i]!);
+      stored.push(storedAt - sentAt);
       seenAfterStored.push(at - storedAt);
     }
+    const dispatchedAt = seen.dispatchedAt[i];
+    const startedAt = seen.startedAt[i];
+    if (dispatchedAt !== undefined && startedAt !== undefined && storedAt !== undefined) {
+      legs.toDispatched.push(dispatchedAt - sentAt);
+      legs.dispatchedToStarted.push(startedAt - dispatchedAt);
+      legs.startedToStored.push(storedAt - startedAt);
+      legs.storedToSeen.push(at - storedAt);
+    }
+  }
+  if (legs.toDispatched.length === 0) throw new Error("no latency task recorded dispatchedAt and startedAt");
+  const stages = Object.fromEntries(Object.entries(legs).map(([k, v]) => [k, summarize(v)])) as Record<
+    LatencyStage,
+    LatencySummary
+  >;
+  const cpuMicrosPerTask: Record<string, number> = {};
+  for (const [name, after] of Object.entries(cpuAfter)) {
+    const before = cpuBefore[name];
+    if (before !== undefined) cpuMicrosPerTask[name] = Math.round(((after - before) / run.sent) * 1e6);
   }
   const recSummary = rec.length > 0 ? summarize(rec) : undefined;
   const storedSummary = stored.length > 0 ? summarize(stored) : undefined;
@@ -330,6 +376,18 @@ async function measureLatency(
     storedP50Ms: storedSummary?.p50Ms ?? Number.NaN,
     storedP99Ms: storedSummary?.p99Ms ?? Number.NaN,
     seenAfterStoredP99Ms: seenSummary?.p99Ms ?? Number.NaN,
+    stages,
+    cpuMicrosPerTask,
     sent: run.sent,
   };
+}
+
+/** CPU seconds so far of each named process still running. */
+function cpuByName(pids: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, pid] of Object.entries(pids)) {
+    const s = cpuSeconds(pid);
+    if (s !== undefined) out[name] = s;
+  }
+  return out;
 }
