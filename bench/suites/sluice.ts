@@ -10,7 +10,7 @@ import type { SendRun } from "../lib/drive.ts";
 import { type HttpLoad, httpLoad, probeOnce } from "../lib/http-load.ts";
 import { makePayload } from "../lib/payload.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
-import { cpuSeconds, type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
+import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
 import { assertServicesExist, problems, startService, stopService } from "../lib/services.ts";
 import type { Settings } from "../lib/settings.ts";
@@ -302,7 +302,7 @@ async function measureLatency(
   obs: RoleHandle,
   pids: Record<string, number>,
 ): Promise<SluiceResult["latency"]> {
-  const cpuBefore = cpuByName(pids);
+  const cpu = sampleProcesses(pids);
   const run = await prod.call<SendRun & { sentAt: number[] }>(
     "paced",
     {
@@ -314,7 +314,7 @@ async function measureLatency(
     s.latencyDurationMs + 60_000,
   );
   await obs.call("waitFinal", { target: run.sent }, 60_000);
-  const cpuAfter = cpuByName(pids);
+  const used = cpu.stop();
   const seen = await obs.call<{
     observedAt: number[];
     recordMs: number[];
@@ -359,11 +359,9 @@ async function measureLatency(
     LatencyStage,
     LatencySummary
   >;
-  const cpuMicrosPerTask: Record<string, number> = {};
-  for (const [name, after] of Object.entries(cpuAfter)) {
-    const before = cpuBefore[name];
-    if (before !== undefined) cpuMicrosPerTask[name] = Math.round(((after - before) / run.sent) * 1e6);
-  }
+  const cpuMicrosPerTask = Object.fromEntries(
+    Object.entries(used).map(([name, u]) => [name, Math.round((u.cpuSeconds / run.sent) * 1e6)]),
+  );
   const recSummary = rec.length > 0 ? summarize(rec) : undefined;
   const storedSummary = stored.length > 0 ? summarize(stored) : undefined;
   const seenSummary = seenAfterStored.length > 0 ? summarize(seenAfterStored) : undefined;
@@ -380,14 +378,4 @@ async function measureLatency(
     cpuMicrosPerTask,
     sent: run.sent,
   };
-}
-
-/** CPU seconds so far of each named process still running. */
-function cpuByName(pids: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [name, pid] of Object.entries(pids)) {
-    const s = cpuSeconds(pid);
-    if (s !== undefined) out[name] = s;
-  }
-  return out;
 }
