@@ -37,9 +37,15 @@ export function cpuSeconds(pid: number): number | undefined {
  * A running sampler: `add` starts sampling one more process, `stop` returns each one's usage. Adding a
  * name again (a restarted service) points it at the new process and keeps its figures: RSS samples of
  * both count, and CPU is the sum (the stopped process's last sample, so up to one interval of it is lost).
- * After `stop`, `add` does nothing.
+ * `pause` and `resume` leave spans out (while other systems take their turn in the bench's rounds): no
+ * RSS samples and no CPU are counted in between. After `stop`, `add` does nothing.
  */
-export type Sampler = { add(name: string, pid: number): void; stop(): Record<string, ProcUsage> };
+export type Sampler = {
+  add(name: string, pid: number): void;
+  pause(): void;
+  resume(): void;
+  stop(): Record<string, ProcUsage>;
+};
 
 type Acc = {
   max: number;
@@ -55,10 +61,14 @@ type Acc = {
 export function sampleProcesses(initial: Record<string, number>, intervalMs = 250): Sampler {
   const pids: Record<string, number> = {};
   const acc = new Map<string, Acc>();
+  // set while sampling; unset while paused and after stop
+  let timer: NodeJS.Timeout | undefined;
   const add = (name: string, pid: number) => {
     const cpu0 = cpuSeconds(pid) ?? 0;
     const prev = acc.get(name);
-    if (prev) prev.cpuDone += (cpuSeconds(pids[name]!) ?? prev.cpuLast) - prev.cpu0;
+    // while paused, the replaced process's CPU since the pause does not count
+    const last = timer ? (cpuSeconds(pids[name]!) ?? prev?.cpuLast) : prev?.cpuLast;
+    if (prev) prev.cpuDone += last! - prev.cpu0;
     pids[name] = pid;
     if (prev) {
       prev.cpu0 = cpu0;
@@ -79,27 +89,49 @@ export function sampleProcesses(initial: Record<string, number>, intervalMs = 25
     }
   };
   tick();
-  const timer = setInterval(tick, intervalMs);
+  timer = setInterval(tick, intervalMs);
   timer.unref();
   let stopped = false;
+  const pause = () => {
+    if (!timer) return;
+    clearInterval(timer);
+    timer = undefined;
+    tick();
+    // bank the CPU so far; it restarts from the process's figure at `resume`
+    for (const a of acc.values()) {
+      a.cpuDone += a.cpuLast - a.cpu0;
+      a.cpu0 = a.cpuLast;
+    }
+  };
   return {
     add(name, pid) {
       if (stopped) return;
       add(name, pid);
+      if (timer) tick();
+    },
+    pause,
+    resume() {
+      if (stopped || timer) return;
+      for (const [name, pid] of Object.entries(pids)) {
+        const a = acc.get(name)!;
+        const now = cpuSeconds(pid);
+        if (now !== undefined) a.cpu0 = a.cpuLast = now;
+      }
       tick();
+      timer = setInterval(tick, intervalMs);
+      timer.unref();
     },
     stop() {
+      pause();
       stopped = true;
-      clearInterval(timer);
-      tick();
       const out: Record<string, ProcUsage> = {};
-      for (const [name, pid] of Object.entries(pids)) {
+      for (const name of Object.keys(pids)) {
         const a = acc.get(name)!;
         out[name] = {
           rssMaxMiB: round(a.max / 1024, 1),
           rssAvgMiB: round(a.n ? a.sum / a.n / 1024 : 0, 1),
           rssLastMiB: round(a.last / 1024, 1),
-          cpuSeconds: round(a.cpuDone + (cpuSeconds(pid) ?? a.cpuLast) - a.cpu0, 2),
+          cpuSeconds: round(a.cpuDone, 2),
         };
       }
       return out;
