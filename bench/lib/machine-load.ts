@@ -1,11 +1,13 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { round } from "./stats.ts";
 
 /**
  * How much of the machine the bench had. On a 2-core box anything else running (a test suite, another
  * benchmark) moves every figure, so each part reports the CPU the whole machine burned beside the CPU
- * the bench and its children burned; the difference is someone else's.
+ * the bench and its children burned; the difference is someone else's. Children that live across parts
+ * (the systems stay up through the rounds) are read from /proc while running; exited ones are in our
+ * cutime/cstime.
  */
 
 /** CPU seconds at one moment: the whole machine and this process tree. */
@@ -27,25 +29,60 @@ export type MachineLoad = {
 
 const TICKS_PER_S = 100;
 
+/** The fields of /proc/<pid>/stat after the command name: state is [0], ppid [1], utime [11]. */
+function statFields(pid: string): string[] | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined; // exited meanwhile
+  }
+}
+
+/** utime + stime + cutime + cstime, in ticks. */
+const ticks = (f: string[]) => Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+
+/** CPU ticks of this process, its reaped children, and every live descendant. */
+function treeTicks(): number {
+  const self = String(process.pid);
+  const byPid = new Map<string, string[]>();
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const f = statFields(pid);
+    if (f) byPid.set(pid, f);
+  }
+  const children = new Map<string, string[]>();
+  for (const [pid, f] of byPid) {
+    const kids = children.get(f[1]!) ?? [];
+    kids.push(pid);
+    children.set(f[1]!, kids);
+  }
+  let total = 0;
+  const stack = [self];
+  while (stack.length > 0) {
+    const pid = stack.pop()!;
+    const f = pid === self ? statFields(self) : byPid.get(pid);
+    if (f) total += ticks(f);
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total;
+}
+
 function snapshot(): Snapshot {
   const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal. Only user+nice+system compare with the processes'
   // utime+stime: interrupt time (loopback traffic is softirq) is charged to no process.
   const busy = cpu[0]! + cpu[1]! + cpu[2]!;
-  const self = readFileSync("/proc/self/stat", "utf8");
-  const f = self.slice(self.lastIndexOf(")") + 2).split(" ");
-  // utime stime cutime cstime: children count once they have exited and been waited for
-  const mine = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   return {
     at: Date.now(),
     machineBusyS: busy / TICKS_PER_S,
     stealS: cpu[7]! / TICKS_PER_S,
-    benchS: mine / TICKS_PER_S,
+    benchS: treeTicks() / TICKS_PER_S,
     load1m: loadavg()[0]!,
   };
 }
 
-/** Start watching; `stop()` (call after every child of the part has exited) returns the load. */
+/** Start watching; `stop()` returns the load. */
 export function watchMachine(cores: number): { stop(): MachineLoad } {
   const a = snapshot();
   return {
