@@ -2,17 +2,18 @@ import { availableParallelism, cpus } from "node:os";
 import { cleanupAll, killAllNow, running } from "./lib/children.ts";
 import { type MachineLoad, waitQuiet, watchMachine } from "./lib/machine-load.ts";
 import { type Row, table } from "./lib/report.ts";
+import { type Contender, medianRatio, type RoundsResult, runRounds } from "./lib/rounds.ts";
 import { brokerVersions } from "./lib/servers.ts";
 import { parseArgs, type Settings, type System } from "./lib/settings.ts";
-import { ratio } from "./lib/stats.ts";
-import { benchBullmq } from "./suites/bullmq.ts";
-import { benchJetstream } from "./suites/jetstream.ts";
+import { openBullmq } from "./suites/bullmq.ts";
+import { openJetstream } from "./suites/jetstream.ts";
 import type { PeerResult } from "./suites/peer.ts";
-import { benchSluice, type SluiceResult } from "./suites/sluice.ts";
+import { openSluice, type SluiceResult } from "./suites/sluice.ts";
 
 /**
  * `npm run bench`: Sluice beside BullMQ (like-for-like and fastest) and raw JetStream, in one run on
- * this machine, every broker and role in its own process on loopback. `--json` prints one object on
+ * this machine, every broker and role in its own process on loopback. The measures the ratios compare
+ * run in rounds that take the systems in turn (bench/lib/rounds.ts); the rest run once per system. `--json` prints one object on
  * stdout; everything else goes to stderr. See docs/performance.md for what each figure means.
  */
 
@@ -52,48 +53,76 @@ deadline.unref();
 
 const startedAt = new Date().toISOString();
 const results: Results = {};
-const runners: Record<System, () => Promise<PeerResult | SluiceResult>> = {
-  jetstream: () => benchJetstream(settings, log),
-  bullmq: () => benchBullmq(settings, "likeForLike", log),
-  bullmqFastest: () => benchBullmq(settings, "fastest", log),
-  sluice: () => benchSluice(settings, log),
+const openers: Record<System, () => Promise<Contender<PeerResult | SluiceResult>>> = {
+  jetstream: () => openJetstream(settings, log),
+  bullmq: () => openBullmq(settings, "likeForLike", log),
+  bullmqFastest: () => openBullmq(settings, "fastest", log),
+  sluice: () => openSluice(settings, log),
 };
-/** One run of a system: how much of the machine others took, and its error if it failed. */
-type Attempt = { otherShare: number; error?: string };
-const loads: Partial<Record<System, MachineLoad & { attempts: Attempt[] }>> = {};
 const cores = availableParallelism();
-for (const system of settings.only) {
-  // On a shared machine a part may be run again when something else took the CPU. The successful
-  // attempt that had the machine most to itself is kept; every attempt is reported, failures included.
-  const attempts: Attempt[] = [];
-  for (let attempt = 0; attempt <= settings.retries; attempt++) {
-    if (settings.waitQuietMs > 0) {
-      const share = await waitQuiet(settings.waitQuietMs, cores);
-      log(`${system}: other processes use ${Math.round(share * 100)}% of the machine at the start`);
-    }
-    const watch = watchMachine(cores);
-    let outcome: PeerResult | SluiceResult | Failed;
-    try {
-      outcome = await runners[system]();
-    } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      log(`${system} FAILED: ${message}`);
-      outcome = { error: message };
-    }
-    const load = watch.stop();
-    const error = "error" in outcome ? outcome.error : undefined;
-    const failedNow = error !== undefined;
-    attempts.push(failedNow ? { otherShare: load.otherShare, error } : { otherShare: load.otherShare });
-    const kept = results[system];
-    const keptOk = kept !== undefined && !("error" in kept);
-    if (!kept || (!failedNow && (!keptOk || load.otherShare < loads[system]!.otherShare))) {
-      (results as Record<string, unknown>)[system] = outcome;
-      loads[system] = { ...load, attempts };
-    }
-    if (failedNow || load.otherShare <= NOISY_SHARE) break;
+/** How much of the machine other processes took in each part run outside the rounds. */
+const parts: Record<string, MachineLoad> = {};
+/** The most any one part or turn of a system had taken by other processes. */
+const otherMax: Partial<Record<System, number>> = {};
+const noteLoad = (system: System, share: number) => {
+  otherMax[system] = Math.max(otherMax[system] ?? 0, share);
+  if (share > NOISY_SHARE)
     log(
-      `WARNING: other processes used ${Math.round(load.otherShare * 100)}% of the machine during ${system}; its figures are not reliable${attempt < settings.retries ? " (running it again)" : ""}`,
+      `WARNING: other processes used ${Math.round(share * 100)}% of the machine during a part of ${system}`,
     );
+};
+/** Run `fn` as a part of `system` outside the rounds: wait for a quiet machine, watch it meanwhile. */
+async function part<T>(system: System, name: string, fn: () => Promise<T>): Promise<T> {
+  if (settings.waitQuietMs > 0) {
+    const share = await waitQuiet(settings.waitQuietMs, cores);
+    log(`${system}: other processes use ${Math.round(share * 100)}% of the machine at the start`);
+  }
+  const watch = watchMachine(cores);
+  try {
+    return await fn();
+  } finally {
+    const load = watch.stop();
+    parts[`${system}: ${name}`] = load;
+    noteLoad(system, load.otherShare);
+  }
+}
+const fail = (system: System, e: unknown) => {
+  const message = e instanceof Error ? e.message : String(e);
+  log(`${system} FAILED: ${message}`);
+  (results as Record<string, unknown>)[system] = { error: message };
+};
+
+// BullMQ at its fastest is reported beside, in no ratio, so it runs its rounds on its own and does not
+// stretch the rounds of the three systems the ratios compare.
+let rounds: RoundsResult | undefined;
+for (const group of [["bullmqFastest"], ["jetstream", "bullmq", "sluice"]] as System[][]) {
+  const contenders = new Map<System, Contender<PeerResult | SluiceResult>>();
+  for (const system of group.filter((x) => settings.only.has(x))) {
+    try {
+      contenders.set(system, await part(system, "set-up and enqueue", openers[system]));
+    } catch (e) {
+      fail(system, e);
+    }
+  }
+  if (contenders.size === 0) continue;
+  log(`rounds of ${[...contenders.keys()].join(", ")}`);
+  const rr = await runRounds(contenders, settings, { cores, noisyShare: NOISY_SHARE, log });
+  for (const r of rr.rounds)
+    for (const turn of [...Object.entries(r.e2e), ...Object.entries(r.latency)])
+      noteLoad(turn[0] as System, turn[1].otherShare);
+  if (group.includes("sluice")) rounds = rr;
+  for (const [system, c] of contenders) {
+    const error = rr.failed[system];
+    if (error !== undefined) {
+      fail(system, new Error(error));
+      continue;
+    }
+    try {
+      (results as Record<string, unknown>)[system] = await part(system, "finish", () => c.finish(rr.used));
+    } catch (e) {
+      fail(system, e);
+      await c.close().catch(() => undefined);
+    }
   }
 }
 await cleanupAll();
@@ -110,9 +139,10 @@ const report = {
   bullmqFastest: results.bullmqFastest ?? null,
   jetstream: results.jetstream ?? null,
   ratios: {
-    e2eThroughputVsBullmqLikeForLike: ratio(sl?.e2e.perSec, bq?.e2e.perSec),
-    p99LatencyVsBullmqLikeForLike: ratio(sl?.latency.p99Ms, bq?.latency.p99Ms),
-    e2eThroughputVsJetstream: ratio(sl?.e2e.perSec, js?.e2e.perSec),
+    // the median of the rounds' own ratios (bench/lib/rounds.ts), from systems that finished cleanly
+    e2eThroughputVsBullmqLikeForLike: sl && bq && rounds ? medianRatio(rounds, (r) => r.e2eVsBullmq) : null,
+    p99LatencyVsBullmqLikeForLike: sl && bq && rounds ? medianRatio(rounds, (r) => r.p99VsBullmq) : null,
+    e2eThroughputVsJetstream: sl && js && rounds ? medianRatio(rounds, (r) => r.e2eVsJetstream) : null,
     httpEnqueuePerSec: sl?.httpEnqueue.perSec ?? null,
     // absolute targets, beside the ratios: p99 ≤ 50 ms, and each service below 200 MB
     urgentP99WaitMs: sl?.urgentUnderBacklog.wait.p99Ms ?? null,
@@ -124,7 +154,8 @@ const report = {
     node: process.version,
     ...brokerVersions(),
   },
-  machineLoad: loads,
+  rounds: rounds ?? null,
+  machineLoad: { parts, otherShareMax: otherMax },
   settings: { ...settings, only: [...settings.only] },
   startedAt,
   durationS: Math.round((Date.now() - t0) / 1000),
@@ -151,10 +182,10 @@ function render(r: Results): string {
   const rows: Row[] = [
     ["enqueue, pipelined (msgs/s)", ...val((x) => x.enqueue.perSec)],
     [
-      `end to end, full speed (tasks/s${settings.e2eRuns > 1 ? `, median of ${settings.e2eRuns}` : ""})`,
+      `end to end, full speed (tasks/s${settings.rounds > 1 ? ", median of the rounds" : ""})`,
       ...val((x) => x.e2e.perSec),
     ],
-    ...(settings.e2eRuns > 1
+    ...(settings.rounds > 1
       ? [
           [
             "  each run",
@@ -162,17 +193,14 @@ function render(r: Results): string {
           ] as Row,
         ]
       : []),
-    [`latency p50 at ${settings.latencyRatePerSec}/s (ms)`, ...val((x) => x.latency.p50Ms)],
-    [`latency p99 at ${settings.latencyRatePerSec}/s (ms)`, ...val((x) => x.latency.p99Ms)],
+    [`latency p50 at ${settings.latencyRatePerSec}/s, rounds pooled (ms)`, ...val((x) => x.latency.p50Ms)],
+    [`latency p99 at ${settings.latencyRatePerSec}/s, rounds pooled (ms)`, ...val((x) => x.latency.p99Ms)],
     ["latency max (ms)", ...val((x) => x.latency.maxMs)],
     [
-      "CPU share used by other processes",
+      "CPU share used by other processes, most in a part",
       ...shown.map(([, k]) => {
-        const l = loads[k];
-        if (!l) return undefined;
-        const pct = (x: number) => `${Math.round(x * 100)}%`;
-        const tries = l.attempts.map((a) => (a.error ? "failed" : pct(a.otherShare)));
-        return tries.length > 1 ? `${pct(l.otherShare)} (tries: ${tries.join(", ")})` : pct(l.otherShare);
+        const v = otherMax[k];
+        return v === undefined ? undefined : `${Math.round(v * 100)}%`;
       }),
     ],
   ];
@@ -222,15 +250,14 @@ function render(r: Results): string {
   for (const [name, k] of shown) {
     const v = r[k];
     if (v && "error" in v) out += `\n${name} FAILED: ${v.error}`;
-    else {
-      for (const a of loads[k]?.attempts ?? []) {
-        if (a.error)
-          out += `\n${name}: a repeated attempt FAILED (figures above are from another): ${a.error}`;
-      }
-    }
+  }
+  for (const rd of rounds?.rounds ?? []) {
+    const t = rd.ratios;
+    const used = rounds!.used.includes(rd.round) ? "" : " (noisy, left out)";
+    out += `\nround ${rd.round} (${rd.order.join(", ")})${used}: e2e vs BullMQ ${t.e2eVsBullmq ?? "–"}, p99 vs BullMQ ${t.p99VsBullmq ?? "–"}, e2e vs JetStream ${t.e2eVsJetstream ?? "–"}`;
   }
   const rt = report.ratios;
-  out += `\nratios: e2e vs BullMQ like-for-like ${rt.e2eThroughputVsBullmqLikeForLike ?? "–"}, p99 vs BullMQ like-for-like ${rt.p99LatencyVsBullmqLikeForLike ?? "–"}, e2e vs raw JetStream ${rt.e2eThroughputVsJetstream ?? "–"}`;
+  out += `\nratios (median of the rounds): e2e vs BullMQ like-for-like ${rt.e2eThroughputVsBullmqLikeForLike ?? "–"}, p99 vs BullMQ like-for-like ${rt.p99LatencyVsBullmqLikeForLike ?? "–"}, e2e vs raw JetStream ${rt.e2eThroughputVsJetstream ?? "–"}`;
   out += `\ntargets: urgent p99 wait under a bulk backlog ${rt.urgentP99WaitMs ?? "–"} ms (≤ 50), largest service RSS with the backlog ${rt.millionBacklogServiceRssMaxMiB ?? "–"} MiB (< 200 MB = 190.7 MiB)`;
   return out;
 }

@@ -16,13 +16,13 @@ export type Settings = {
   enqueueCount: number;
   /** Tasks in one end-to-end throughput run (after the warm-up). */
   e2eCount: number;
-  /** End-to-end runs per system; the median is reported. */
-  e2eRuns: number;
+  /** Rounds of the end-to-end and latency measures (bench/lib/rounds.ts); medians are reported. */
+  rounds: number;
   /** Messages sent (and consumed) before any measure, not counted. */
   warmupCount: number;
   /** Steady rate of the latency measure. */
   latencyRatePerSec: number;
-  /** Length of the latency run, of which the first `latencyWarmupMs` are not counted. */
+  /** Length of one round's latency run, of which the first `latencyWarmupMs` are not counted. */
   latencyDurationMs: number;
   latencyWarmupMs: number;
   /** HTTP enqueue load: keep-alive connections and duration. */
@@ -38,19 +38,20 @@ export type Settings = {
   backlogSampleMs: number;
   /** Before each system, wait up to this long for the rest of the machine to go quiet (0: don't). */
   waitQuietMs: number;
-  /** Times a system is run again when other processes took over 10% of the machine during it. */
+  /** Extra rounds run at most to replace rounds in which other processes took over 10% of the machine. */
   retries: number;
   /** The whole run is aborted (and cleaned up) after this long. */
   deadlineMs: number;
 };
 
 const HELP = `usage: node bench/main.ts [--quick] [--json] [--only=jetstream,bullmq,bullmqFastest,sluice]
-                          [--e2e=N] [--e2e-runs=N] [--enqueue=N] [--rate=N]
+                          [--e2e=N] [--rounds=N] [--enqueue=N] [--rate=N]
                           [--latency-seconds=N] [--wait-quiet=S] [--retries=N]
-  --quick        smaller counts, ~1 minute
+  --quick        smaller counts, one round, ~2 minutes
   --json         print one JSON object on stdout (logs and the table go to stderr)
-  --wait-quiet   before each system, wait up to S seconds for other processes to stop using the CPU
-  --retries      run a system again, up to N times, when other processes took over 10% of the CPU`;
+  --rounds       rounds of end to end and latency, every system in turn (default 3)
+  --wait-quiet   before each part and round, wait up to S seconds for other processes to stop using the CPU
+  --retries      run up to N extra rounds to replace rounds in which other processes took over 10% of the CPU`;
 
 /** Parse argv (without node and script). Throws with the usage text on anything unknown. */
 export function parseArgs(argv: readonly string[]): Settings {
@@ -65,7 +66,7 @@ export function parseArgs(argv: readonly string[]): Settings {
     "json",
     "only",
     "e2e",
-    "e2e-runs",
+    "rounds",
     "enqueue",
     "rate",
     "latency-seconds",
@@ -89,7 +90,7 @@ export function parseArgs(argv: readonly string[]): Settings {
     if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`unknown system ${s}\n${HELP}`);
     only.add(s as System);
   }
-  const latencyDurationMs = int("latency-seconds", quick ? 6 : 15) * 1000;
+  const latencyDurationMs = int("latency-seconds", quick ? 6 : 7) * 1000;
   const waitQuietMs = (flags.has("wait-quiet") ? int("wait-quiet", 1) : 0) * 1000;
   const retries = flags.has("retries") ? int("retries", 1) : 0;
   return Object.freeze({
@@ -98,11 +99,11 @@ export function parseArgs(argv: readonly string[]): Settings {
     only,
     enqueueCount: int("enqueue", quick ? 20_000 : 100_000),
     e2eCount: int("e2e", quick ? 10_000 : 50_000),
-    e2eRuns: int("e2e-runs", quick ? 1 : 3),
+    rounds: int("rounds", quick ? 1 : 3),
     warmupCount: quick ? 2_000 : 5_000,
     latencyRatePerSec: int("rate", 2_000),
     latencyDurationMs,
-    latencyWarmupMs: Math.min(3_000, Math.floor(latencyDurationMs / 4)),
+    latencyWarmupMs: Math.min(2_000, Math.floor(latencyDurationMs / 3)),
     httpConnections: 64,
     httpDurationS: quick ? 5 : 10,
     urgentBulkCount: quick ? 20_000 : 100_000,
@@ -111,7 +112,10 @@ export function parseArgs(argv: readonly string[]): Settings {
     backlogSampleMs: quick ? 10_000 : 20_000,
     waitQuietMs,
     retries,
-    // every attempt of every system may also wait for a quiet machine
-    deadlineMs: (1 + retries) * ((quick ? 4 * 60_000 : 12 * 60_000) + SYSTEMS.length * waitQuietMs),
+    // each part (two per system) and each round may also wait for a quiet machine
+    deadlineMs:
+      (quick ? 4 * 60_000 : 12 * 60_000) +
+      retries * (quick ? 60_000 : 90_000) +
+      (2 * SYSTEMS.length + int("rounds", quick ? 1 : 3) + retries) * waitQuietMs,
   });
 }

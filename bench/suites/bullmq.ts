@@ -1,9 +1,10 @@
 import type { SendRun } from "../lib/drive.ts";
+import type { Contender } from "../lib/rounds.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
 import { flushRedis, startRedis } from "../lib/servers.ts";
 import type { Settings } from "../lib/settings.ts";
 import type { BullVariant } from "../roles/bullmq.ts";
-import { measureE2e, measureLatency, type PeerResult, rateOf, sampled } from "./peer.ts";
+import { type PeerResult, peerRounds, rateOf } from "./peer.ts";
 
 /** Jobs per `addBulk` call, and calls kept in flight at once. */
 const BULK_CHUNK = 500;
@@ -13,17 +14,25 @@ const CONCURRENCY = 100;
 
 /**
  * BullMQ against a redis-server of its own. Like-for-like runs Redis with AOF fsync every second;
- * fastest runs it without persistence (see roles/bullmq.ts for the job options of each).
+ * fastest runs it without persistence (see roles/bullmq.ts for the job options of each). Opening it
+ * runs the enqueue measure and leaves it set up for the rounds (bench/lib/rounds.ts).
  */
-export async function benchBullmq(
+export async function openBullmq(
   s: Settings,
   variant: BullVariant,
   log: (m: string) => void,
-): Promise<PeerResult> {
+): Promise<Contender<PeerResult>> {
   const persistent = variant === "likeForLike";
   const redis = await startRedis(persistent);
   const roles: RoleHandle[] = [];
   const tag = `bullmq ${variant}`;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const r of roles) await r.stop();
+    await redis.stop();
+  };
   try {
     log(`${tag}: enqueue`);
     const enqProd = await startRole("bullmq.producer", { port: redis.port, queue: "enq", variant });
@@ -35,39 +44,43 @@ export async function benchBullmq(
     roles.length = 0;
     await flushRedis(redis.port);
 
-    log(`${tag}: end to end`);
+    log(`${tag}: ready for the rounds`);
     const spec = { port: redis.port, queue: "bench", variant };
     const cons = await startRole("bullmq.worker", { ...spec, concurrency: CONCURRENCY });
     roles.push(cons);
     const prod = await startRole("bullmq.producer", spec);
     roles.push(prod);
     const pids = { "redis-server": redis.pid, producer: prod.pid, worker: cons.pid };
-    const [[e2e, latency], processes] = await sampled(pids, async () => {
-      const e2e = await measureE2e(s, prod, cons, burst);
-      log(`${tag}: latency`);
-      const latency = await measureLatency(s, prod, cons);
-      return [e2e, latency] as const;
-    });
-    const failed = await cons.call<number>("failed");
-    if (failed > 0) throw new Error(`${tag}: ${failed} jobs failed`);
+    const rounds = await peerRounds(s, prod, cons, pids, burst);
     return {
-      enqueue: rateOf(enq.sent, enq.startedAt, enq.finishedAt),
-      e2e,
-      latency,
-      processes,
-      settings: {
-        redis: persistent ? "appendonly yes, appendfsync everysec" : "no persistence",
-        priorities: persistent ? "1-5, round robin" : "none",
-        removeOnComplete: persistent ? { age: 86_400 } : true,
-        removeOnFail: persistent ? { age: 604_800 } : "default (kept)",
-        concurrency: CONCURRENCY,
-        addBulkChunk: BULK_CHUNK,
-        addBulkWindow: BULK_WINDOW,
-        pacedEnqueue: "queue.add per job",
+      e2eRun: rounds.e2eRun,
+      latencyRun: rounds.latencyRun,
+      close,
+      async finish(used) {
+        try {
+          const failed = await cons.call<number>("failed");
+          if (failed > 0) throw new Error(`${tag}: ${failed} jobs failed`);
+          return {
+            enqueue: rateOf(enq.sent, enq.startedAt, enq.finishedAt),
+            ...rounds.figures(used),
+            settings: {
+              redis: persistent ? "appendonly yes, appendfsync everysec" : "no persistence",
+              priorities: persistent ? "1-5, round robin" : "none",
+              removeOnComplete: persistent ? { age: 86_400 } : true,
+              removeOnFail: persistent ? { age: 604_800 } : "default (kept)",
+              concurrency: CONCURRENCY,
+              addBulkChunk: BULK_CHUNK,
+              addBulkWindow: BULK_WINDOW,
+              pacedEnqueue: "queue.add per job",
+            },
+          };
+        } finally {
+          await close();
+        }
       },
     };
-  } finally {
-    for (const r of roles) await r.stop();
-    await redis.stop();
+  } catch (e) {
+    await close();
+    throw e;
   }
 }

@@ -1,10 +1,11 @@
 import { AckPolicy, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { SendRun } from "../lib/drive.ts";
+import type { Contender } from "../lib/rounds.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
 import { startNats } from "../lib/servers.ts";
 import type { Settings } from "../lib/settings.ts";
-import { measureE2e, measureLatency, type PeerResult, rateOf, sampled } from "./peer.ts";
+import { type PeerResult, peerRounds, rateOf } from "./peer.ts";
 
 /** Publishes kept unacknowledged at once by the producer. */
 const PUBLISH_WINDOW = 1000;
@@ -13,13 +14,23 @@ const CONSUME_MAX_MESSAGES = 500;
 
 /**
  * Raw JetStream: a work-queue stream on a file store, the stock client, producer and consumer in their
- * own processes. The ceiling for anything built on JetStream on this machine.
+ * own processes. The ceiling for anything built on JetStream on this machine. Opening it runs the
+ * enqueue measure and leaves it set up for the rounds (bench/lib/rounds.ts).
  */
-export async function benchJetstream(s: Settings, log: (m: string) => void): Promise<PeerResult> {
+export async function openJetstream(s: Settings, log: (m: string) => void): Promise<Contender<PeerResult>> {
   const nats = await startNats();
-  const nc = await connect({ servers: nats.url, name: "bench-orchestrator" });
   const roles: RoleHandle[] = [];
+  let nc: NatsConnection | undefined;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const r of roles) await r.stop();
+    await nc?.close();
+    await nats.stop();
+  };
   try {
+    nc = await connect({ servers: nats.url, name: "bench-orchestrator" });
     const jsm = await jetstreamManager(nc);
     const stream = (name: string, subject: string) =>
       jsm.streams.add({
@@ -38,7 +49,7 @@ export async function benchJetstream(s: Settings, log: (m: string) => void): Pro
     const enq = await prod.call<SendRun>("burst", burst("bench.enq")(s.enqueueCount));
     await jsm.streams.delete("BENCH_ENQ");
 
-    log("jetstream: end to end");
+    log("jetstream: ready for the rounds");
     await stream("BENCH", "bench.jobs");
     await jsm.consumers.add("BENCH", { durable_name: "work", ack_policy: AckPolicy.Explicit });
     const cons = await startRole("jetstream.consumer", {
@@ -49,27 +60,30 @@ export async function benchJetstream(s: Settings, log: (m: string) => void): Pro
     });
     roles.push(cons);
     const pids = { "nats-server": nats.pid, producer: prod.pid, consumer: cons.pid };
-    const [[e2e, latency], processes] = await sampled(pids, async () => {
-      const e2e = await measureE2e(s, prod, cons, burst("bench.jobs"));
-      log("jetstream: latency");
-      const latency = await measureLatency(s, prod, cons, { subject: "bench.jobs" });
-      return [e2e, latency] as const;
-    });
+    const rounds = await peerRounds(s, prod, cons, pids, burst("bench.jobs"), { subject: "bench.jobs" });
     return {
-      enqueue: rateOf(enq.sent, enq.startedAt, enq.finishedAt),
-      e2e,
-      latency,
-      processes,
-      settings: {
-        storage: "file",
-        retention: "workqueue",
-        publishWindow: PUBLISH_WINDOW,
-        consumeMaxMessages: CONSUME_MAX_MESSAGES,
+      e2eRun: rounds.e2eRun,
+      latencyRun: rounds.latencyRun,
+      close,
+      async finish(used) {
+        try {
+          return {
+            enqueue: rateOf(enq.sent, enq.startedAt, enq.finishedAt),
+            ...rounds.figures(used),
+            settings: {
+              storage: "file",
+              retention: "workqueue",
+              publishWindow: PUBLISH_WINDOW,
+              consumeMaxMessages: CONSUME_MAX_MESSAGES,
+            },
+          };
+        } finally {
+          await close();
+        }
       },
     };
-  } finally {
-    for (const r of roles) await r.stop();
-    await nc.close();
-    await nats.stop();
+  } catch (e) {
+    await close();
+    throw e;
   }
 }

@@ -43,68 +43,89 @@ export function median(runs: Rate[]): RepeatedRate {
   return { ...mid, runsPerSec: runs.map((r) => r.perSec) };
 }
 
+/** What a peer's rounds give its result. */
+export type PeerRounds = {
+  e2eRun(round: number): Promise<Rate>;
+  latencyRun(round: number): Promise<LatencySummary>;
+  /** The median end-to-end run and the pooled latency of the `used` rounds, and the processes' usage. */
+  figures(used: readonly number[]): Pick<PeerResult, "e2e" | "latency" | "processes">;
+};
+
 /**
- * Warm up, then `e2eRuns` times: time `e2eCount` messages from the producer's first send to the
- * consumer's last completion. Returns the median run.
+ * Warm up, then serve the rounds' turns (bench/lib/rounds.ts): an end-to-end turn times `e2eCount`
+ * messages from the producer's first send to the consumer's last completion; a latency turn sends at
+ * the steady rate and keeps the latencies of the messages after its warm-up part, as the consumer saw
+ * them. `pids` are sampled during the turns only.
  */
-export async function measureE2e(
+export async function peerRounds(
   s: Settings,
   prod: RoleHandle,
   cons: RoleHandle,
+  pids: Record<string, number>,
   burst: (count: number) => Record<string, unknown>,
-): Promise<RepeatedRate> {
+  pacedExtra: Record<string, unknown> = {},
+): Promise<PeerRounds> {
   const warm = cons.call("waitCount", { target: s.warmupCount });
   await prod.call("burst", burst(s.warmupCount));
   await warm;
-  const runs: Rate[] = [];
-  for (let i = 1; i <= s.e2eRuns; i++) {
-    const done = cons.call<{ at: number }>("waitCount", { target: s.warmupCount + i * s.e2eCount });
-    const run = await prod.call<SendRun>("burst", burst(s.e2eCount));
-    const { at } = await done;
-    runs.push(rateOf(s.e2eCount, run.startedAt, at));
-  }
-  return median(runs);
-}
-
-/** Send at the steady rate; latencies of the messages after the warm-up part, as the consumer saw them. */
-export async function measureLatency(
-  s: Settings,
-  prod: RoleHandle,
-  cons: RoleHandle,
-  extra: Record<string, unknown> = {},
-): Promise<LatencyResult> {
-  const before = await cons.call<{ count: number }>("waitCount", { target: 0 });
-  await cons.call("takeLatencies");
-  const run = await prod.call<SendRun>(
-    "paced",
-    {
-      ...extra,
-      ratePerSec: s.latencyRatePerSec,
-      durationMs: s.latencyDurationMs,
-      warmupMs: s.latencyWarmupMs,
-    },
-    s.latencyDurationMs + 60_000,
-  );
-  await cons.call("waitCount", { target: before.count + run.sent }, 60_000);
-  const lat = await cons.call<number[]>("takeLatencies");
-  return {
-    ...summarize(lat),
-    targetRatePerSec: s.latencyRatePerSec,
-    achievedRatePerSec: perSec(run.sent, run.finishedAt - run.startedAt),
+  const usage = sampleProcesses(pids);
+  usage.pause();
+  let consumed = s.warmupCount;
+  const e2e = new Map<number, Rate>();
+  const latency = new Map<number, { latencies: number[]; sent: number; spanMs: number }>();
+  const during = async <T>(fn: () => Promise<T>): Promise<T> => {
+    usage.resume();
+    try {
+      return await fn();
+    } finally {
+      usage.pause();
+    }
   };
-}
-
-/** Run `fn` while sampling `pids`; returns its result and the usage. */
-export async function sampled<T>(
-  pids: Record<string, number>,
-  fn: () => Promise<T>,
-): Promise<[T, Record<string, ProcUsage>]> {
-  const sampler = sampleProcesses(pids);
-  try {
-    const r = await fn();
-    return [r, sampler.stop()];
-  } catch (e) {
-    sampler.stop();
-    throw e;
-  }
+  return {
+    e2eRun: (round) =>
+      during(async () => {
+        consumed += s.e2eCount;
+        const done = cons.call<{ at: number }>("waitCount", { target: consumed });
+        const run = await prod.call<SendRun>("burst", burst(s.e2eCount));
+        const { at } = await done;
+        const rate = rateOf(s.e2eCount, run.startedAt, at);
+        e2e.set(round, rate);
+        return rate;
+      }),
+    latencyRun: (round) =>
+      during(async () => {
+        await cons.call("takeLatencies");
+        const run = await prod.call<SendRun>(
+          "paced",
+          {
+            ...pacedExtra,
+            ratePerSec: s.latencyRatePerSec,
+            durationMs: s.latencyDurationMs,
+            warmupMs: s.latencyWarmupMs,
+          },
+          s.latencyDurationMs + 60_000,
+        );
+        consumed += run.sent;
+        await cons.call("waitCount", { target: consumed }, 60_000);
+        const latencies = await cons.call<number[]>("takeLatencies");
+        latency.set(round, { latencies, sent: run.sent, spanMs: run.finishedAt - run.startedAt });
+        return summarize(latencies);
+      }),
+    figures(used) {
+      const runs = used.map((r) => e2e.get(r)).filter((r) => r !== undefined);
+      const lat = used.map((r) => latency.get(r)).filter((r) => r !== undefined);
+      if (runs.length === 0 || lat.length === 0) throw new Error("no round was measured");
+      const sent = lat.reduce((a, l) => a + l.sent, 0);
+      const spanMs = lat.reduce((a, l) => a + l.spanMs, 0);
+      return {
+        e2e: median(runs),
+        latency: {
+          ...summarize(lat.flatMap((l) => l.latencies)),
+          targetRatePerSec: s.latencyRatePerSec,
+          achievedRatePerSec: perSec(sent, spanMs),
+        },
+        processes: usage.stop(),
+      };
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { names } from "../../shared/names.ts";
 import { freePort } from "../../shared/nats/local-server.ts";
 import { isFinal, type TaskStatus } from "../../shared/task.ts";
@@ -9,6 +9,7 @@ import { epochMs } from "../lib/clock.ts";
 import type { SendRun } from "../lib/drive.ts";
 import { type HttpLoad, httpLoad, probeOnce } from "../lib/http-load.ts";
 import { makePayload } from "../lib/payload.ts";
+import type { Contender } from "../lib/rounds.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
 import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
@@ -29,8 +30,9 @@ import {
 /**
  * Sluice: the three real services as separate processes on a nats-server of their own, driven like a
  * client would. Order: enqueue measures with no worker running (tasks pile up, as in the peers' enqueue
- * measures), then the worker starts and drains that backlog, then end to end and latency, then the two
- * backlog measures (sluice-backlog.ts), each of which stops the worker, queues its backlog and starts a
+ * measures), then the worker starts and drains that backlog, then the rounds' end-to-end and latency
+ * turns (taken in turn with the other systems', bench/lib/rounds.ts), then the two backlog measures
+ * (sluice-backlog.ts), each of which stops the worker, queues its backlog and starts a
  * new one. Completion is read from JetStream itself: a task leaves the tasks stream only when its
  * worker acks it, after its final state is stored (docs/architecture.md), so an empty tasks stream
  * means every task is final. Latency uses a KV watch of the state bucket.
@@ -84,22 +86,38 @@ export type SluiceResult = {
   settings: Record<string, unknown>;
 };
 
-/** Run the Sluice measures; throws (no figures) if a service is missing or misbehaves. */
-export async function benchSluice(s: Settings, log: (m: string) => void): Promise<SluiceResult> {
+/**
+ * Start the Sluice part: its nats-server and services, the enqueue measures and the worker's drain of
+ * the backlog they leave. Then it serves the rounds' end-to-end and latency turns (bench/lib/rounds.ts),
+ * and `finish` runs the backlog measures and the audit. Throws (no figures) if a service is missing
+ * or misbehaves.
+ */
+export async function openSluice(s: Settings, log: (m: string) => void): Promise<Contender<SluiceResult>> {
   assertServicesExist();
   const n = names(PREFIX);
   const nats = await startNats();
-  const nc = await connect({ servers: nats.url, name: "bench-orchestrator" });
   const services: ServiceProcess[] = [];
   const roles: RoleHandle[] = [];
   const usage = sampleProcesses({ "nats-server": nats.pid });
   const shutdownExitCodes: Record<string, number | null> = {};
+  let nc: NatsConnection | undefined;
   const stop = async (svc: ServiceProcess) => {
     let key = svc.name;
     for (let i = 2; key in shutdownExitCodes; i++) key = `${svc.name}#${i}`;
     shutdownExitCodes[key] = await stopService(svc);
   };
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    usage.stop();
+    for (const r of roles) await r.stop();
+    for (const svc of services) await stopService(svc, 10_000);
+    await nc?.close();
+    await nats.stop();
+  };
   try {
+    nc = await connect({ servers: nats.url, name: "bench-orchestrator" });
     const common = {
       NATS_URL: nats.url,
       SLUICE_PREFIX: PREFIX,
@@ -170,7 +188,10 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
     const drainEnd = await untilEmpty(jsm, n, Math.max(60_000, backlog));
     const backlogDrain = rateOf(backlog, drainStart, drainEnd);
 
-    log("sluice: end to end");
+    log("sluice: ready for the rounds");
+    await prod.call("burst", { count: s.warmupCount, idPrefix: "e2ew-" });
+    await untilEmpty(jsm, n, 60_000);
+    // every process during the rounds' turns, the observer of the latency turn included
     const during = sampleProcesses({
       "nats-server": nats.pid,
       producer: prod.pid,
@@ -178,130 +199,180 @@ export async function benchSluice(s: Settings, log: (m: string) => void): Promis
       dispatcher: dispatcher.child.pid!,
       worker: worker.child.pid!,
     });
-    await prod.call("burst", { count: s.warmupCount, idPrefix: "e2ew-" });
-    await untilEmpty(jsm, n, 60_000);
-    const runs: Rate[] = [];
-    for (let i = 1; i <= s.e2eRuns; i++) {
-      const run = await prod.call<SendRun>("burst", { count: s.e2eCount, idPrefix: `e2e${i}-` });
-      const end = await untilEmpty(jsm, n, Math.max(60_000, s.e2eCount));
-      runs.push(rateOf(s.e2eCount, run.startedAt, end));
-    }
-    const e2e = median(runs);
-
-    log("sluice: latency");
-    const obs = await startRole("sluice.observer", { ...spec, idPrefix: "lat-" });
-    roles.push(obs);
-    during.add("observer", obs.pid);
-    const latency = await measureLatency(s, prod, obs, {
-      "nats-server": nats.pid,
-      dispatcher: dispatcher.child.pid!,
-      worker: worker.child.pid!,
-      producer: prod.pid,
-      observer: obs.pid,
-    });
-    const processes = during.stop();
-    // its watch would take every state update of the measures below
-    await obs.stop();
-
-    const rig: BacklogRig = {
-      jsm,
-      n,
-      prod,
-      observe: async (idPrefix) => {
-        const r = await startRole("sluice.observer", { ...spec, idPrefix });
-        roles.push(r);
-        return r;
-      },
-      startWorker: async () => {
-        const w = await startWorker();
-        usage.add("worker", w.child.pid!); // the whole-part figures, until they are taken
-        return w;
-      },
-      stopWorker: stop,
-      pids: { "nats-server": nats.pid, enqueue: enqueue.child.pid!, dispatcher: dispatcher.child.pid! },
+    during.pause();
+    const e2eRuns = new Map<number, Rate>();
+    const latencyRuns = new Map<number, LatencyRun>();
+    let sentInRounds = 0;
+    const turn = async <T>(fn: () => Promise<T>): Promise<T> => {
+      during.resume();
+      try {
+        return await fn();
+      } finally {
+        during.pause();
+      }
     };
-    log(`sluice: urgent tasks at ${s.urgentRatePerSec}/s while ${s.urgentBulkCount} bulk tasks drain`);
-    await stop(worker);
-    const urgent = await urgentUnderBacklog(s, rig);
-    worker = urgent.worker;
-    const serviceUsage = usage.stop();
 
-    log(`sluice: memory while a backlog of ${s.backlogCount} tasks drains (then purged)`);
-    await stop(worker);
-    const million = await millionBacklog(s, rig);
-
-    log("sluice: auditing every state record");
-    const accepted =
-      httpWarm.ok2xx +
-      http.ok2xx +
-      2 * s.warmupCount +
-      direct.sent +
-      reqWarm.sent +
-      req.sent +
-      s.e2eRuns * s.e2eCount +
-      latency.sent +
-      urgent.result.bulk +
-      urgent.result.urgentSent;
-    const audit = await auditStates(nc, n.stateBucket, BACKLOG_IDS);
-    const finalStates = audit.counts;
-    const notCompleted = Object.entries(finalStates).filter(([k]) => k !== "completed");
-    if (notCompleted.length > 0 || (finalStates.completed ?? 0) < accepted) {
-      throw new Error(
-        `of ${accepted} accepted tasks the state bucket holds ${JSON.stringify(finalStates)} after both streams emptied`,
-      );
-    }
-    // the purged backlog may have tasks that never ended, but none that ended otherwise than completed
-    const purgedFailed = Object.entries(audit.excluded).filter(
-      ([k]) => k !== "completed" && isFinal(k as TaskStatus),
-    );
-    if (purgedFailed.length > 0) {
-      throw new Error(`the purged backlog's records include ${JSON.stringify(audit.excluded)}`);
-    }
-
-    log("sluice: stopping the services");
-    for (const svc of [dispatcher, enqueue]) await stop(svc);
     return {
-      enqueue: rateOf(direct.sent, direct.startedAt, direct.finishedAt),
-      httpEnqueue: http,
-      requestEnqueue: rateOf(req.sent, req.startedAt, req.finishedAt),
-      backlogDrain,
-      e2e,
-      latency,
-      urgentUnderBacklog: urgent.result,
-      millionBacklog: million,
-      finalStates,
-      purgedBacklogStates: audit.excluded,
-      services: serviceUsage,
-      processes,
-      shutdownExitCodes,
-      warnings: services.flatMap((svc) => problems(svc)),
-      settings: {
-        storage: "file",
-        workerConcurrency: 100,
-        directPublish: "AckedPublisher, window 1000, msg id = task id, priorities cycled over 5",
-        requestWindow: REQUEST_WINDOW,
-        requestCount,
-        httpConnections: s.httpConnections,
+      close,
+      e2eRun: (round) =>
+        turn(async () => {
+          sentInRounds += s.e2eCount;
+          const run = await prod.call<SendRun>("burst", { count: s.e2eCount, idPrefix: `e2e${round}-` });
+          const end = await untilEmpty(jsm, n, Math.max(60_000, s.e2eCount));
+          const rate = rateOf(s.e2eCount, run.startedAt, end);
+          e2eRuns.set(round, rate);
+          return rate;
+        }),
+      latencyRun: async (round) => {
+        // a fresh observer per turn, for this turn's ids; its start-up is not part of the turn's figures
+        const idPrefix = `lat${round}-`;
+        const obs = await startRole("sluice.observer", { ...spec, idPrefix });
+        roles.push(obs);
+        try {
+          const run = await turn(async () => {
+            during.add("observer", obs.pid);
+            return measureLatency(s, prod, obs, idPrefix, {
+              "nats-server": nats.pid,
+              dispatcher: dispatcher.child.pid!,
+              worker: worker.child.pid!,
+              producer: prod.pid,
+              observer: obs.pid,
+            });
+          });
+          sentInRounds += run.sent;
+          latencyRuns.set(round, run);
+          return summarize(run.lat);
+        } finally {
+          // its watch would take every state update of the turns after it
+          await obs.stop();
+        }
+      },
+      async finish(used) {
+        try {
+          const runs = used.map((r) => e2eRuns.get(r)).filter((r) => r !== undefined);
+          const lat = used.map((r) => latencyRuns.get(r)).filter((r) => r !== undefined);
+          if (runs.length === 0 || lat.length === 0) throw new Error("no round was measured");
+          const e2e = median(runs);
+          const latency = latencyFigures(s, lat);
+          const processes = during.stop();
+
+          const rig: BacklogRig = {
+            jsm,
+            n,
+            prod,
+            observe: async (idPrefix) => {
+              const r = await startRole("sluice.observer", { ...spec, idPrefix });
+              roles.push(r);
+              return r;
+            },
+            startWorker: async () => {
+              const w = await startWorker();
+              usage.add("worker", w.child.pid!); // the whole-part figures, until they are taken
+              return w;
+            },
+            stopWorker: stop,
+            pids: { "nats-server": nats.pid, enqueue: enqueue.child.pid!, dispatcher: dispatcher.child.pid! },
+          };
+          log(`sluice: urgent tasks at ${s.urgentRatePerSec}/s while ${s.urgentBulkCount} bulk tasks drain`);
+          await stop(worker);
+          const urgent = await urgentUnderBacklog(s, rig);
+          worker = urgent.worker;
+          const serviceUsage = usage.stop();
+
+          log(`sluice: memory while a backlog of ${s.backlogCount} tasks drains (then purged)`);
+          await stop(worker);
+          const million = await millionBacklog(s, rig);
+
+          log("sluice: auditing every state record");
+          // every round run counts here, the ones left out of the figures too
+          const accepted =
+            httpWarm.ok2xx +
+            http.ok2xx +
+            2 * s.warmupCount +
+            direct.sent +
+            reqWarm.sent +
+            req.sent +
+            sentInRounds +
+            urgent.result.bulk +
+            urgent.result.urgentSent;
+          const audit = await auditStates(nc!, n.stateBucket, BACKLOG_IDS);
+          const finalStates = audit.counts;
+          const notCompleted = Object.entries(finalStates).filter(([k]) => k !== "completed");
+          if (notCompleted.length > 0 || (finalStates.completed ?? 0) < accepted) {
+            throw new Error(
+              `of ${accepted} accepted tasks the state bucket holds ${JSON.stringify(finalStates)} after both streams emptied`,
+            );
+          }
+          // the purged backlog may have tasks that never ended, but none that ended otherwise than completed
+          const purgedFailed = Object.entries(audit.excluded).filter(
+            ([k]) => k !== "completed" && isFinal(k as TaskStatus),
+          );
+          if (purgedFailed.length > 0) {
+            throw new Error(`the purged backlog's records include ${JSON.stringify(audit.excluded)}`);
+          }
+
+          log("sluice: stopping the services");
+          for (const svc of [dispatcher, enqueue]) await stop(svc);
+          return {
+            enqueue: rateOf(direct.sent, direct.startedAt, direct.finishedAt),
+            httpEnqueue: http,
+            requestEnqueue: rateOf(req.sent, req.startedAt, req.finishedAt),
+            backlogDrain,
+            e2e,
+            latency,
+            urgentUnderBacklog: urgent.result,
+            millionBacklog: million,
+            finalStates,
+            purgedBacklogStates: audit.excluded,
+            services: serviceUsage,
+            processes,
+            shutdownExitCodes,
+            warnings: services.flatMap((svc) => problems(svc)),
+            settings: {
+              storage: "file",
+              workerConcurrency: 100,
+              directPublish: "AckedPublisher, window 1000, msg id = task id, priorities cycled over 5",
+              requestWindow: REQUEST_WINDOW,
+              requestCount,
+              httpConnections: s.httpConnections,
+            },
+          };
+        } finally {
+          await close();
+        }
       },
     };
-  } finally {
-    usage.stop();
-    for (const r of roles) await r.stop();
-    for (const svc of services) await stopService(svc, 10_000);
-    await nc.close();
-    await nats.stop();
+  } catch (e) {
+    await close();
+    throw e;
   }
 }
 
 /** The legs of the latency measure, in order. */
 type LatencyStage = "toDispatched" | "dispatchedToStarted" | "startedToStored" | "storedToSeen";
 
+/** One latency turn's raw figures, kept until `finish` pools the rounds it uses. */
+type LatencyRun = {
+  sent: number;
+  spanMs: number;
+  /** Per counted task, ms: as the observer saw it, by the record's own stamps, to the store, the watch's hop. */
+  lat: number[];
+  rec: number[];
+  stored: number[];
+  seenAfterStored: number[];
+  legs: Record<LatencyStage, number[]>;
+  /** CPU each process used over the paced run, seconds. */
+  cpuSeconds: Record<string, number>;
+};
+
+/** Send at the steady rate with ids `idPrefix<n>`; each counted task's latency, whole and in legs. */
 async function measureLatency(
   s: Settings,
   prod: RoleHandle,
   obs: RoleHandle,
+  idPrefix: string,
   pids: Record<string, number>,
-): Promise<SluiceResult["latency"]> {
+): Promise<LatencyRun> {
   const cpu = sampleProcesses(pids);
   const run = await prod.call<SendRun & { sentAt: number[] }>(
     "paced",
@@ -309,7 +380,7 @@ async function measureLatency(
       ratePerSec: s.latencyRatePerSec,
       durationMs: s.latencyDurationMs,
       warmupMs: s.latencyWarmupMs,
-      idPrefix: "lat-",
+      idPrefix,
     },
     s.latencyDurationMs + 60_000,
   );
@@ -324,26 +395,27 @@ async function measureLatency(
     statuses: Record<string, number>;
   }>("take");
   const first = Math.ceil((s.latencyWarmupMs * s.latencyRatePerSec) / 1000);
-  const lat: number[] = [];
-  const rec: number[] = [];
-  const stored: number[] = [];
-  const seenAfterStored: number[] = [];
-  const legs: Record<LatencyStage, number[]> = {
-    toDispatched: [],
-    dispatchedToStarted: [],
-    startedToStored: [],
-    storedToSeen: [],
+  const out: LatencyRun = {
+    sent: run.sent,
+    spanMs: run.finishedAt - run.startedAt,
+    lat: [],
+    rec: [],
+    stored: [],
+    seenAfterStored: [],
+    legs: { toDispatched: [], dispatchedToStarted: [], startedToStored: [], storedToSeen: [] },
+    cpuSeconds: Object.fromEntries(Object.entries(used).map(([name, u]) => [name, u.cpuSeconds])),
   };
+  const { legs } = out;
   for (let i = first; i < run.sent; i++) {
     const at = seen.observedAt[i];
-    if (at === undefined) throw new Error(`task lat-${i} was never seen final`);
+    if (at === undefined) throw new Error(`task ${idPrefix}${i} was never seen final`);
     const sentAt = run.sentAt[i]!;
-    lat.push(at - sentAt);
-    if (seen.recordMs[i] !== undefined) rec.push(seen.recordMs[i]!);
+    out.lat.push(at - sentAt);
+    if (seen.recordMs[i] !== undefined) out.rec.push(seen.recordMs[i]!);
     const storedAt = seen.storedAt[i];
     if (storedAt !== undefined) {
-      stored.push(storedAt - sentAt);
-      seenAfterStored.push(at - storedAt);
+      out.stored.push(storedAt - sentAt);
+      out.seenAfterStored.push(at - storedAt);
     }
     const dispatchedAt = seen.dispatchedAt[i];
     const startedAt = seen.startedAt[i];
@@ -355,20 +427,39 @@ async function measureLatency(
     }
   }
   if (legs.toDispatched.length === 0) throw new Error("no latency task recorded dispatchedAt and startedAt");
-  const stages = Object.fromEntries(Object.entries(legs).map(([k, v]) => [k, summarize(v)])) as Record<
+  return out;
+}
+
+/** The latency figures of the rounds used: every counted task of them, pooled. */
+function latencyFigures(s: Settings, runs: LatencyRun[]): SluiceResult["latency"] {
+  const all = <T>(pick: (r: LatencyRun) => T[]) => runs.flatMap(pick);
+  const sent = runs.reduce((a, r) => a + r.sent, 0);
+  const spanMs = runs.reduce((a, r) => a + r.spanMs, 0);
+  const stageNames: LatencyStage[] = [
+    "toDispatched",
+    "dispatchedToStarted",
+    "startedToStored",
+    "storedToSeen",
+  ];
+  const stages = Object.fromEntries(stageNames.map((k) => [k, summarize(all((r) => r.legs[k]))])) as Record<
     LatencyStage,
     LatencySummary
   >;
+  const cpuS: Record<string, number> = {};
+  for (const r of runs) for (const [k, v] of Object.entries(r.cpuSeconds)) cpuS[k] = (cpuS[k] ?? 0) + v;
   const cpuMicrosPerTask = Object.fromEntries(
-    Object.entries(used).map(([name, u]) => [name, Math.round((u.cpuSeconds / run.sent) * 1e6)]),
+    Object.entries(cpuS).map(([name, v]) => [name, Math.round((v / sent) * 1e6)]),
   );
+  const rec = all((r) => r.rec);
+  const stored = all((r) => r.stored);
+  const seenAfterStored = all((r) => r.seenAfterStored);
   const recSummary = rec.length > 0 ? summarize(rec) : undefined;
   const storedSummary = stored.length > 0 ? summarize(stored) : undefined;
   const seenSummary = seenAfterStored.length > 0 ? summarize(seenAfterStored) : undefined;
   return {
-    ...summarize(lat),
+    ...summarize(all((r) => r.lat)),
     targetRatePerSec: s.latencyRatePerSec,
-    achievedRatePerSec: perSec(run.sent, run.finishedAt - run.startedAt),
+    achievedRatePerSec: perSec(sent, spanMs),
     recordP50Ms: recSummary?.p50Ms ?? Number.NaN,
     recordP99Ms: recSummary?.p99Ms ?? Number.NaN,
     storedP50Ms: storedSummary?.p50Ms ?? Number.NaN,
@@ -376,6 +467,6 @@ async function measureLatency(
     seenAfterStoredP99Ms: seenSummary?.p99Ms ?? Number.NaN,
     stages,
     cpuMicrosPerTask,
-    sent: run.sent,
+    sent,
   };
 }
