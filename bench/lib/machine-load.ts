@@ -118,3 +118,27 @@ export async function waitQuiet(maxWaitMs: number, cores: number, maxShare = 0.1
     if (share < maxShare || Date.now() >= deadline) return share;
   }
 }
+
+/**
+ * Wait (at most `maxWaitMs`) until the whole machine, the bench's own processes included, uses under
+ * `maxShare` of it over 250 ms. The systems stay up through the rounds, and one's broker can still be
+ * busy after its turn (Redis rewriting its AOF, nats-server collecting garbage, a worker finishing up);
+ * a turn that starts then pays for another system's work. Returns how long it waited and the share
+ * last seen.
+ */
+export async function waitIdle(
+  maxWaitMs: number,
+  cores: number,
+  maxShare = 0.15,
+): Promise<{ waitedMs: number; busyShare: number }> {
+  const start = Date.now();
+  for (;;) {
+    const a = snapshot();
+    await new Promise((r) => setTimeout(r, 250));
+    const b = snapshot();
+    const wallS = (b.at - a.at) / 1000;
+    const busyShare = wallS > 0 ? round((b.machineBusyS - a.machineBusyS) / (wallS * cores), 2) : 0;
+    if (busyShare < maxShare || Date.now() - start >= maxWaitMs)
+      return { waitedMs: Date.now() - start, busyShare };
+  }
+}

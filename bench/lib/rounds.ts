@@ -1,5 +1,5 @@
 import type { Rate } from "../suites/peer.ts";
-import { waitQuiet, watchMachine } from "./machine-load.ts";
+import { waitIdle, waitQuiet, watchMachine } from "./machine-load.ts";
 import type { Settings, System } from "./settings.ts";
 import { ratio, round } from "./stats.ts";
 
@@ -10,7 +10,8 @@ import { ratio, round } from "./stats.ts";
  * rotates from round to round. This machine's speed drifts by up to 2× over minutes with nothing else
  * running (docs/performance.md), and one system measured after another folds that drift into the
  * ratios. Within a round the systems are measured seconds apart, so each round gives its own ratios and
- * the bench reports their median.
+ * the bench reports their median. Each turn starts once the machine is idle (at most 5 s later), so no
+ * system pays for what the one before it still does after its turn.
  */
 
 /** A system set up for the rounds. Each call is one turn; it keeps its own figures for `finish`. */
@@ -24,7 +25,20 @@ export type Contender<R> = {
 };
 
 /** One system's turn in a round: a figure, or the error that took it out of the rounds. */
-type Turn = { perSec?: number; p50Ms?: number; p99Ms?: number; otherShare: number; error?: string };
+type Turn = {
+  perSec?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  /** Share of the machine other processes used during the turn. */
+  otherShare: number;
+  /** How long the turn waited for the machine to go idle, and the whole machine's busy share then. */
+  idleWaitMs: number;
+  busyShareAtStart: number;
+  error?: string;
+};
+
+/** The longest a turn waits for the previous turn's system to go idle. */
+const IDLE_WAIT_MS = 5_000;
 
 /** One round: each system's two turns, and the ratios of that round alone. */
 export type Round = {
@@ -74,14 +88,20 @@ export async function runRounds(
     ) => {
       if (system in failed) return;
       const c = contenders.get(system)!;
+      const idle = await waitIdle(IDLE_WAIT_MS, cores);
+      if (idle.busyShare >= 0.15)
+        log(
+          `round ${r}: the machine still ${Math.round(idle.busyShare * 100)}% busy before ${system} ${what}`,
+        );
+      const settled = { idleWaitMs: idle.waitedMs, busyShareAtStart: idle.busyShare };
       const watch = watchMachine(cores);
       try {
         const figures = await run(c);
-        into[system] = { ...figures, otherShare: watch.stop().otherShare };
+        into[system] = { ...figures, otherShare: watch.stop().otherShare, ...settled };
         log(`round ${r}: ${system} ${what} ${JSON.stringify(figures)}`);
       } catch (e) {
         const error = e instanceof Error ? e.message : String(e);
-        into[system] = { error, otherShare: watch.stop().otherShare };
+        into[system] = { error, otherShare: watch.stop().otherShare, ...settled };
         failed[system] = error;
         log(`round ${r}: ${system} FAILED: ${error}`);
         await c.close().catch(() => undefined);

@@ -93,13 +93,17 @@ export function parseArgs(argv: readonly string[]): Settings {
   const latencyDurationMs = int("latency-seconds", quick ? 6 : 7) * 1000;
   const waitQuietMs = (flags.has("wait-quiet") ? int("wait-quiet", 1) : 0) * 1000;
   const retries = flags.has("retries") ? int("retries", 1) : 0;
+  const defaultRounds = quick ? 1 : 3;
+  const rounds = int("rounds", defaultRounds);
+  // an extra round (all four systems' turns) takes ~55 s in a full run, ~35 s with --quick: budget more
+  const roundMs = quick ? 60_000 : 90_000;
   return Object.freeze({
     json: flags.get("json") === "true",
     quick,
     only,
     enqueueCount: int("enqueue", quick ? 20_000 : 100_000),
     e2eCount: int("e2e", quick ? 10_000 : 50_000),
-    rounds: int("rounds", quick ? 1 : 3),
+    rounds,
     warmupCount: quick ? 2_000 : 5_000,
     latencyRatePerSec: int("rate", 2_000),
     latencyDurationMs,
@@ -115,7 +119,7 @@ export function parseArgs(argv: readonly string[]): Settings {
     // each part (two per system) and each round may also wait for a quiet machine
     deadlineMs:
       (quick ? 4 * 60_000 : 12 * 60_000) +
-      retries * (quick ? 60_000 : 90_000) +
-      (2 * SYSTEMS.length + int("rounds", quick ? 1 : 3) + retries) * waitQuietMs,
+      (Math.max(0, rounds - defaultRounds) + retries) * roundMs +
+      (2 * SYSTEMS.length + rounds + retries) * waitQuietMs,
   });
 }
