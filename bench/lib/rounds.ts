@@ -37,8 +37,9 @@ type Turn = {
   error?: string;
 };
 
-/** The longest a turn waits for the previous turn's system to go idle. */
+/** The longest a turn waits for the previous turn's system to go idle, and what counts as idle. */
 const IDLE_WAIT_MS = 5_000;
+const IDLE_SHARE = 0.15;
 
 /** One round: each system's two turns, and the ratios of that round alone. */
 export type Round = {
@@ -88,8 +89,8 @@ export async function runRounds(
     ) => {
       if (system in failed) return;
       const c = contenders.get(system)!;
-      const idle = await waitIdle(IDLE_WAIT_MS, cores);
-      if (idle.busyShare >= 0.15)
+      const idle = await waitIdle(IDLE_WAIT_MS, cores, IDLE_SHARE);
+      if (idle.busyShare >= IDLE_SHARE)
         log(
           `round ${r}: the machine still ${Math.round(idle.busyShare * 100)}% busy before ${system} ${what}`,
         );

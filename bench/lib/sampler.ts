@@ -44,6 +44,8 @@ export type Sampler = {
   add(name: string, pid: number): void;
   pause(): void;
   resume(): void;
+  /** Resume, run `fn`, and pause again however it ends: one turn's span. */
+  during<T>(fn: () => Promise<T>): Promise<T>;
   stop(): Record<string, ProcUsage>;
 };
 
@@ -103,13 +105,21 @@ export function sampleProcesses(initial: Record<string, number>, intervalMs = 25
       a.cpu0 = a.cpuLast;
     }
   };
-  return {
+  const sampler: Sampler = {
     add(name, pid) {
       if (stopped) return;
       add(name, pid);
       if (timer) tick();
     },
     pause,
+    async during(fn) {
+      sampler.resume();
+      try {
+        return await fn();
+      } finally {
+        pause();
+      }
+    },
     resume() {
       if (stopped || timer) return;
       for (const [name, pid] of Object.entries(pids)) {
@@ -137,4 +147,5 @@ export function sampleProcesses(initial: Record<string, number>, intervalMs = 25
       return out;
     },
   };
+  return sampler;
 }

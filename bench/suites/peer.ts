@@ -73,17 +73,9 @@ export async function peerRounds(
   let consumed = s.warmupCount;
   const e2e = new Map<number, Rate>();
   const latency = new Map<number, { latencies: number[]; sent: number; spanMs: number }>();
-  const during = async <T>(fn: () => Promise<T>): Promise<T> => {
-    usage.resume();
-    try {
-      return await fn();
-    } finally {
-      usage.pause();
-    }
-  };
   return {
     e2eRun: (round) =>
-      during(async () => {
+      usage.during(async () => {
         consumed += s.e2eCount;
         const done = cons.call<{ at: number }>("waitCount", { target: consumed });
         const run = await prod.call<SendRun>("burst", burst(s.e2eCount));
@@ -93,7 +85,7 @@ export async function peerRounds(
         return rate;
       }),
     latencyRun: (round) =>
-      during(async () => {
+      usage.during(async () => {
         await cons.call("takeLatencies");
         const run = await prod.call<SendRun>(
           "paced",

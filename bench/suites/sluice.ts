@@ -192,30 +192,22 @@ export async function openSluice(s: Settings, log: (m: string) => void): Promise
     await prod.call("burst", { count: s.warmupCount, idPrefix: "e2ew-" });
     await untilEmpty(jsm, n, 60_000);
     // every process during the rounds' turns, the observer of the latency turn included
-    const during = sampleProcesses({
+    const turns = sampleProcesses({
       "nats-server": nats.pid,
       producer: prod.pid,
       enqueue: enqueue.child.pid!,
       dispatcher: dispatcher.child.pid!,
       worker: worker.child.pid!,
     });
-    during.pause();
+    turns.pause();
     const e2eRuns = new Map<number, Rate>();
     const latencyRuns = new Map<number, LatencyRun>();
     let sentInRounds = 0;
-    const turn = async <T>(fn: () => Promise<T>): Promise<T> => {
-      during.resume();
-      try {
-        return await fn();
-      } finally {
-        during.pause();
-      }
-    };
 
     return {
       close,
       e2eRun: (round) =>
-        turn(async () => {
+        turns.during(async () => {
           sentInRounds += s.e2eCount;
           const run = await prod.call<SendRun>("burst", { count: s.e2eCount, idPrefix: `e2e${round}-` });
           const end = await untilEmpty(jsm, n, Math.max(60_000, s.e2eCount));
@@ -229,8 +221,8 @@ export async function openSluice(s: Settings, log: (m: string) => void): Promise
         const obs = await startRole("sluice.observer", { ...spec, idPrefix });
         roles.push(obs);
         try {
-          const run = await turn(async () => {
-            during.add("observer", obs.pid);
+          const run = await turns.during(async () => {
+            turns.add("observer", obs.pid);
             return measureLatency(s, prod, obs, idPrefix, {
               "nats-server": nats.pid,
               dispatcher: dispatcher.child.pid!,
@@ -254,7 +246,7 @@ export async function openSluice(s: Settings, log: (m: string) => void): Promise
           if (runs.length === 0 || lat.length === 0) throw new Error("no round was measured");
           const e2e = median(runs);
           const latency = latencyFigures(s, lat);
-          const processes = during.stop();
+          const processes = turns.stop();
 
           const rig: BacklogRig = {
             jsm,
