@@ -13,8 +13,8 @@ import { openSluice, type SluiceResult } from "./suites/sluice.ts";
 /**
  * `npm run bench`: Sluice beside BullMQ (like-for-like and fastest) and raw JetStream, in one run on
  * this machine, every broker and role in its own process on loopback. The measures the ratios compare
- * run in rounds that take the systems in turn (bench/lib/rounds.ts); the rest run once per system. `--json` prints one object on
- * stdout; everything else goes to stderr. See docs/performance.md for what each figure means.
+ * run in rounds that take the systems in turn (bench/lib/rounds.ts); the rest run once per system.
+ * `--json` prints one object on stdout; everything else goes to stderr. See docs/performance.md for what each figure means.
  */
 
 type Failed = { error: string };

@@ -22,6 +22,8 @@ export type MachineLoad = {
   otherCpuS: number;
   /** Share of the machine's capacity those processes used over the part. */
   otherShare: number;
+  /** Share of the machine's capacity used by anyone, the bench included. */
+  busyShare: number;
   /** Share of the machine's capacity the hypervisor took (steal time). */
   stealShare: number;
   loadAvg1mAtStart: number;
@@ -98,6 +100,7 @@ export function watchMachine(cores: number): { stop(): MachineLoad } {
         benchCpuS: round(bench, 1),
         otherCpuS: round(other, 1),
         otherShare: wallS > 0 ? round(other / (wallS * cores), 2) : 0,
+        busyShare: wallS > 0 ? round(machine / (wallS * cores), 2) : 0,
         stealShare: wallS > 0 ? round((b.stealS - a.stealS) / (wallS * cores), 2) : 0,
         loadAvg1mAtStart: round(a.load1m, 2),
       };
@@ -133,11 +136,9 @@ export async function waitIdle(
 ): Promise<{ waitedMs: number; busyShare: number }> {
   const start = Date.now();
   for (;;) {
-    const a = snapshot();
+    const w = watchMachine(cores);
     await new Promise((r) => setTimeout(r, 250));
-    const b = snapshot();
-    const wallS = (b.at - a.at) / 1000;
-    const busyShare = wallS > 0 ? round((b.machineBusyS - a.machineBusyS) / (wallS * cores), 2) : 0;
+    const { busyShare } = w.stop();
     if (busyShare < maxShare || Date.now() - start >= maxWaitMs)
       return { waitedMs: Date.now() - start, busyShare };
   }

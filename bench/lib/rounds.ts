@@ -136,6 +136,13 @@ export async function runRounds(
   return { rounds, used, failed };
 }
 
+/** The runs a contender kept, by round, of the `used` rounds; throws when none was measured. */
+export function usedRuns<T>(byRound: ReadonlyMap<number, T>, used: readonly number[]): T[] {
+  const runs = used.map((r) => byRound.get(r)).filter((r) => r !== undefined);
+  if (runs.length === 0) throw new Error("no round was measured");
+  return runs;
+}
+
 /** The median of the used rounds' values of one ratio (the mean of the middle two for an even count). */
 export function medianRatio(
   result: RoundsResult,

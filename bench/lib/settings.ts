@@ -36,7 +36,7 @@ export type Settings = {
   backlogCount: number;
   /** Sluice: how long the drain of that backlog is sampled, at most. */
   backlogSampleMs: number;
-  /** Before each system, wait up to this long for the rest of the machine to go quiet (0: don't). */
+  /** Before each part and round, wait up to this long for the rest of the machine to go quiet (0: don't). */
   waitQuietMs: number;
   /** Extra rounds run at most to replace rounds in which other processes took over 10% of the machine. */
   retries: number;

@@ -1,7 +1,7 @@
 import type { SendRun } from "../lib/drive.ts";
+import { usedRuns } from "../lib/rounds.ts";
 import type { RoleHandle } from "../lib/rpc.ts";
-import type { ProcUsage } from "../lib/sampler.ts";
-import { sampleProcesses } from "../lib/sampler.ts";
+import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
 import type { Settings } from "../lib/settings.ts";
 import { type LatencySummary, perSec, round, summarize } from "../lib/stats.ts";
 
@@ -104,9 +104,8 @@ export async function peerRounds(
         return summarize(latencies);
       }),
     figures(used) {
-      const runs = used.map((r) => e2e.get(r)).filter((r) => r !== undefined);
-      const lat = used.map((r) => latency.get(r)).filter((r) => r !== undefined);
-      if (runs.length === 0 || lat.length === 0) throw new Error("no round was measured");
+      const runs = usedRuns(e2e, used);
+      const lat = usedRuns(latency, used);
       const sent = lat.reduce((a, l) => a + l.sent, 0);
       const spanMs = lat.reduce((a, l) => a + l.spanMs, 0);
       return {

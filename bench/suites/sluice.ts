@@ -9,7 +9,7 @@ import { epochMs } from "../lib/clock.ts";
 import type { SendRun } from "../lib/drive.ts";
 import { type HttpLoad, httpLoad, probeOnce } from "../lib/http-load.ts";
 import { makePayload } from "../lib/payload.ts";
-import type { Contender } from "../lib/rounds.ts";
+import { type Contender, usedRuns } from "../lib/rounds.ts";
 import { type RoleHandle, startRole } from "../lib/rpc.ts";
 import { type ProcUsage, sampleProcesses } from "../lib/sampler.ts";
 import { startNats } from "../lib/servers.ts";
@@ -241,11 +241,8 @@ export async function openSluice(s: Settings, log: (m: string) => void): Promise
       },
       async finish(used) {
         try {
-          const runs = used.map((r) => e2eRuns.get(r)).filter((r) => r !== undefined);
-          const lat = used.map((r) => latencyRuns.get(r)).filter((r) => r !== undefined);
-          if (runs.length === 0 || lat.length === 0) throw new Error("no round was measured");
-          const e2e = median(runs);
-          const latency = latencyFigures(s, lat);
+          const e2e = median(usedRuns(e2eRuns, used));
+          const latency = latencyFigures(s, usedRuns(latencyRuns, used));
           const processes = turns.stop();
 
           const rig: BacklogRig = {
@@ -341,7 +338,8 @@ export async function openSluice(s: Settings, log: (m: string) => void): Promise
 }
 
 /** The legs of the latency measure, in order. */
-type LatencyStage = "toDispatched" | "dispatchedToStarted" | "startedToStored" | "storedToSeen";
+const STAGES = ["toDispatched", "dispatchedToStarted", "startedToStored", "storedToSeen"] as const;
+type LatencyStage = (typeof STAGES)[number];
 
 /** One latency turn's raw figures, kept until `finish` pools the rounds it uses. */
 type LatencyRun = {
@@ -427,13 +425,7 @@ function latencyFigures(s: Settings, runs: LatencyRun[]): SluiceResult["latency"
   const all = <T>(pick: (r: LatencyRun) => T[]) => runs.flatMap(pick);
   const sent = runs.reduce((a, r) => a + r.sent, 0);
   const spanMs = runs.reduce((a, r) => a + r.spanMs, 0);
-  const stageNames: LatencyStage[] = [
-    "toDispatched",
-    "dispatchedToStarted",
-    "startedToStored",
-    "storedToSeen",
-  ];
-  const stages = Object.fromEntries(stageNames.map((k) => [k, summarize(all((r) => r.legs[k]))])) as Record<
+  const stages = Object.fromEntries(STAGES.map((k) => [k, summarize(all((r) => r.legs[k]))])) as Record<
     LatencyStage,
     LatencySummary
   >;
