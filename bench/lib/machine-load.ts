@@ -113,13 +113,7 @@ export function watchMachine(cores: number): { stop(): MachineLoad } {
  * so a part does not start while something else is busy. Returns the share last seen.
  */
 export async function waitQuiet(maxWaitMs: number, cores: number, maxShare = 0.1): Promise<number> {
-  const deadline = Date.now() + maxWaitMs;
-  for (;;) {
-    const w = watchMachine(cores);
-    await new Promise((r) => setTimeout(r, 1000));
-    const share = w.stop().otherShare;
-    if (share < maxShare || Date.now() >= deadline) return share;
-  }
+  return (await waitUnder("otherShare", maxShare, 1000, maxWaitMs, cores)).share;
 }
 
 /**
@@ -134,12 +128,23 @@ export async function waitIdle(
   cores: number,
   maxShare = 0.15,
 ): Promise<{ waitedMs: number; busyShare: number }> {
+  const { waitedMs, share } = await waitUnder("busyShare", maxShare, 250, maxWaitMs, cores);
+  return { waitedMs, busyShare: share };
+}
+
+/** Watch the machine `sampleMs` at a time until `which` share is under `maxShare` or `maxWaitMs` passed. */
+async function waitUnder(
+  which: "otherShare" | "busyShare",
+  maxShare: number,
+  sampleMs: number,
+  maxWaitMs: number,
+  cores: number,
+): Promise<{ waitedMs: number; share: number }> {
   const start = Date.now();
   for (;;) {
     const w = watchMachine(cores);
-    await new Promise((r) => setTimeout(r, 250));
-    const { busyShare } = w.stop();
-    if (busyShare < maxShare || Date.now() - start >= maxWaitMs)
-      return { waitedMs: Date.now() - start, busyShare };
+    await new Promise((r) => setTimeout(r, sampleMs));
+    const share = w.stop()[which];
+    if (share < maxShare || Date.now() - start >= maxWaitMs) return { waitedMs: Date.now() - start, share };
   }
 }
